@@ -1,0 +1,1 @@
+"""tornado_run.decorators: offloading blocking and CPU-bound work; knows nothing of forking."""

@@ -1,0 +1,105 @@
+"""Hooks that let code running inside a worker take part in its life without the runner
+knowing what that code is.
+
+The runner calls `run_shutdown_hooks` while a worker drains, and `collect_stats` when the
+master asks for status. The decorators package registers its pools and background jobs
+here, so `runner/` never imports anything about pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger("tornado_run.lifecycle")
+
+ShutdownHook = Callable[[float], Awaitable[None] | None]
+"""Called with the seconds left before the graceful deadline; may be async."""
+
+StatsProvider = Callable[[], dict[str, Any]]
+
+# Environment the master sets in each worker (read here so decorators need not know it).
+ENV_WORKER_COUNT = "TORNADO_RUN_WORKER_COUNT"
+ENV_CPU_SHARE = "TORNADO_RUN_CPU_SHARE"
+ENV_GRACEFUL_TIMEOUT = "TORNADO_RUN_GRACEFUL_TIMEOUT_SECONDS"
+
+_shutdown_hooks: list[ShutdownHook] = []
+_stats_providers: dict[str, StatsProvider] = {}
+
+
+def add_shutdown_hook(hook: ShutdownHook) -> None:
+    """Register `hook` to run once when this process stops gracefully (last added runs first)."""
+    if hook not in _shutdown_hooks:
+        _shutdown_hooks.append(hook)
+
+
+def remove_shutdown_hook(hook: ShutdownHook) -> None:
+    """Forget `hook`; does nothing if it was never added."""
+    if hook in _shutdown_hooks:
+        _shutdown_hooks.remove(hook)
+
+
+async def run_shutdown_hooks(timeout: float) -> None:
+    """Run every shutdown hook, newest first, sharing `timeout` seconds between them.
+
+    A hook that raises is logged and the next one still runs; a hook still running at the
+    deadline is abandoned with a warning.
+    """
+    deadline = time.monotonic() + timeout
+    for hook in reversed(list(_shutdown_hooks)):
+        remaining = max(0.0, deadline - time.monotonic())
+        try:
+            result = hook(remaining)
+            if inspect.isawaitable(result):
+                await asyncio.wait_for(_as_coroutine(result), timeout=max(remaining, 0.001))
+        except TimeoutError:
+            log.warning("shutdown hook %r still running at the graceful deadline", hook)
+        except Exception:
+            log.exception("shutdown hook %r failed", hook)
+
+
+async def _as_coroutine(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+def add_stats_provider(name: str, provider: StatsProvider) -> None:
+    """Publish `provider()` under `name` in this worker's status (replaces an older one)."""
+    _stats_providers[name] = provider
+
+
+def collect_stats() -> dict[str, dict[str, Any]]:
+    """Return every provider's current figures; a provider that raises is skipped and logged."""
+    stats: dict[str, dict[str, Any]] = {}
+    for name, provider in list(_stats_providers.items()):
+        try:
+            stats[name] = provider()
+        except Exception:
+            log.exception("stats provider %r failed", name)
+    return stats
+
+
+def worker_count() -> int | None:
+    """Number of web workers the master runs, or None outside `tornado-run`."""
+    value = os.environ.get(ENV_WORKER_COUNT)
+    return int(value) if value and value.isdigit() else None
+
+
+def cpu_share() -> int | None:
+    """Cores a CPU-bound pool in this worker may use (`max(1, cores // workers)`), or None
+    outside `tornado-run`."""
+    value = os.environ.get(ENV_CPU_SHARE)
+    return max(1, int(value)) if value and value.isdigit() else None
+
+
+def graceful_timeout() -> float | None:
+    """The runner's graceful timeout in seconds, or None outside `tornado-run`."""
+    value = os.environ.get(ENV_GRACEFUL_TIMEOUT)
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
