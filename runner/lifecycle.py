@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import os
 import time
@@ -27,6 +28,15 @@ StatsProvider = Callable[[], dict[str, Any]]
 ENV_WORKER_COUNT = "TORNADO_RUN_WORKER_COUNT"
 ENV_CPU_SHARE = "TORNADO_RUN_CPU_SHARE"
 ENV_GRACEFUL_TIMEOUT = "TORNADO_RUN_GRACEFUL_TIMEOUT_SECONDS"
+
+ENV_POOLS_CONFIG = "TORNADO_RUN_POOLS_CONFIG"
+"""JSON of the config file's `[pools]` table, passed through untouched for the decorators."""
+
+
+class ConfigurationError(ValueError):
+    """A configuration value is invalid; the message is one line naming key, value and what
+    is allowed. Raised while a worker loads the app, it makes the worker exit with code 2."""
+
 
 _shutdown_hooks: list[ShutdownHook] = []
 _stats_providers: dict[str, StatsProvider] = {}
@@ -94,6 +104,15 @@ def cpu_share() -> int | None:
     outside `tornado-run`."""
     value = os.environ.get(ENV_CPU_SHARE)
     return max(1, int(value)) if value and value.isdigit() else None
+
+
+def pools_config() -> dict[str, Any]:
+    """The `[pools]` table of the runner's config file (empty outside `tornado-run`)."""
+    value = os.environ.get(ENV_POOLS_CONFIG)
+    if not value:
+        return {}
+    loaded = json.loads(value)
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def graceful_timeout() -> float | None:
