@@ -1,1 +1,24 @@
-"""tornado_run.decorators: offloading blocking and CPU-bound work; knows nothing of forking."""
+"""tornado_run.decorators: offloading blocking and CPU-bound work; knows nothing of forking.
+
+`@unblock` sends a function to a thread or process pool and returns its result to the event
+loop; `background()` starts fire-and-forget jobs; `pools` declares and inspects the pools.
+"""
+
+from . import pools
+from .cancellation import check_cancelled
+from .errors import Overloaded, TaskCancelled, TaskTimeout, WorkerCrashed
+from .jobs import background
+from .run_on_executor import run_on_executor
+from .unblock import unblock
+
+__all__ = [
+    "Overloaded",
+    "TaskCancelled",
+    "TaskTimeout",
+    "WorkerCrashed",
+    "background",
+    "check_cancelled",
+    "pools",
+    "run_on_executor",
+    "unblock",
+]

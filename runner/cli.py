@@ -1,2 +1,217 @@
-def main() -> None:
-    print("placeholder")
+"""`tornado-run MODULE:ATTR [options]`: parse, validate, bind, then run the master (or, with
+--no-master, serve in this process). Subcommands (`status`, `supervisord-conf`) are looked up
+before the app is parsed, since an app spec always contains ':'."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+from .appload import load_application
+from .config import Settings, load_settings
+from .cpus import usable_cores
+from .errors import EXIT_OK, EXIT_USAGE, RunnerError, UsageError, format_error
+from .logsetup import setup_logging
+from .options import OPTIONS
+from .sockets import bind_all, close_all, describe, remove_unix_files, systemd_sockets
+from .worker import WorkerContext, loop_factory, run_worker
+
+log = logging.getLogger("tornado_run.master")
+
+SUBCOMMANDS = {
+    "status": "status",
+    "supervisord-conf": "supervisord_conf",
+}
+
+EPILOG = """\
+examples:
+  tornado-run myapp:application
+  tornado-run myapp:application --workers auto --bind 0.0.0.0:8000
+  tornado-run myapp:make_app --factory --bind unix:/run/myapp.sock?mode=0660
+  tornado-run myapp:application --no-master --bind fd://0     (supervisord fcgi-program)
+  tornado-run myapp:application --config /etc/myapp/tornado-run.toml --check
+  tornado-run status --pid /run/myapp.pid
+  tornado-run supervisord-conf myapp:application --mode program
+
+Every option can also be set in the config file's [server] table (e.g. graceful_timeout = 30)
+and as an environment variable TORNADO_RUN_<NAME> (e.g. TORNADO_RUN_WORKERS=4). Precedence:
+defaults < config file < environment < command line. WEB_CONCURRENCY sets the default worker
+count. Signals to the master: TERM/INT graceful stop, QUIT immediate, HUP rolling reload,
+TTIN/TTOU one worker more/fewer, USR1 reopen log files. Exit codes: 0 clean stop, 1 runtime
+failure, 2 usage or configuration error, 3 the application failed to load.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see tornado-run --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser; every option defaults to None (= not given)."""
+    parser = _Parser(
+        prog="tornado-run",
+        description="Run a Tornado application under a supervising pre-fork master.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "app", nargs="?", metavar="MODULE:ATTR", help="the application, e.g. myapp:application"
+    )
+    parser.add_argument("--version", action="version", version=f"tornado-run {__version__}")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML file with [server], [pools], [logging] tables"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="load the app and validate everything, then exit"
+    )
+    for option in OPTIONS:
+        if option.is_flag and option.name.startswith("no_"):
+            parser.add_argument(
+                option.flag, dest=option.name, action="store_const", const=True, help=option.help
+            )
+        elif option.is_flag:
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                action=argparse.BooleanOptionalAction,
+                help=option.help,
+            )
+        elif option.repeatable:
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                action="append",
+                metavar=option.metavar,
+                help=option.help,
+            )
+        else:
+            parser.add_argument(
+                option.flag, dest=option.name, metavar=option.metavar, help=option.help
+            )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `tornado-run` and `python -m tornado_run.runner`; returns the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if args and args[0] in SUBCOMMANDS:
+            return _subcommand(args[0], args[1:])
+        settings = parse_settings(args)
+        setup_logging(settings.log_level, settings.access_log, settings.logging)
+        return start(settings)
+    except RunnerError as exc:
+        sys.stderr.write(format_error(str(exc)))
+        return exc.code
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def parse_settings(argv: list[str]) -> Settings:
+    """Settings from the command line, environment and config file; `UsageError` if invalid."""
+    namespace = build_parser().parse_args(argv)
+    if not namespace.app:
+        raise UsageError("missing the application: tornado-run MODULE:ATTR, e.g. myapp:application")
+    cli = {option.name: getattr(namespace, option.name) for option in OPTIONS}
+    return load_settings(namespace.app, cli, config_path=namespace.config, check=namespace.check)
+
+
+def _subcommand(name: str, argv: list[str]) -> int:
+    try:
+        module = importlib.import_module(f"{__package__}.{SUBCOMMANDS[name]}")
+    except ImportError as exc:
+        raise UsageError(
+            f"'tornado-run {name}' is not available in this installation ({exc})"
+        ) from None
+    entry: Callable[[list[str]], int] = module.main
+    return entry(argv)
+
+
+def resolve_workers(settings: Settings) -> int:
+    """The worker count: a number, or usable cores for 'auto'."""
+    return usable_cores() if settings.workers == "auto" else int(settings.workers)
+
+
+def start(settings: Settings) -> int:
+    """Bind, then check, serve without a master, or run the master."""
+    workers = 1 if settings.no_master else resolve_workers(settings)
+    _check_pid_file(settings.pid, keep=not settings.check)
+    sockets = _listening_sockets(settings)
+    try:
+        if settings.check:
+            return _check(settings, sockets, workers)
+        if settings.no_master:
+            return _serve_here(settings, sockets)
+        from .master import Master
+        from .prod_master import attach
+
+        master = Master(settings, sockets, workers)
+        production = attach(master)
+        try:
+            return master.run()
+        finally:
+            production.close()
+    finally:
+        close_all(sockets)
+
+
+def _listening_sockets(settings: Settings) -> list[socket.socket]:
+    if not settings.bind_given:
+        activated = systemd_sockets(int(settings.backlog))
+        if activated:
+            return activated
+    if settings.reuse_port and not settings.no_master:
+        from .reuseport import bind_for_workers
+
+        return bind_for_workers(settings.bind, settings.backlog, bind_all)
+    return bind_all(settings.bind, settings.backlog)
+
+
+def _check_pid_file(path: Path | None, keep: bool) -> None:
+    if path is None:
+        return
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"--pid {str(path)!r}: cannot write the pid file ({exc.strerror})"
+        ) from None
+    if not existed and not keep:
+        path.unlink()
+
+
+def _check(settings: Settings, sockets: list[socket.socket], workers: int) -> int:
+    with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
+        runner.run(load_application(settings.app, settings.app_dir, settings.factory))
+    where = ", ".join(describe(sock) for sock in sockets)
+    print(f"tornado-run: ok: {settings.app} loads; {workers} worker(s), loop {settings.loop}")
+    print(f"tornado-run: ok: would listen on {where}")
+    return EXIT_OK
+
+
+def _serve_here(settings: Settings, sockets: list[socket.socket]) -> int:
+    for sock in sockets:
+        log.info("Listening at %s (no master, pid %d)", describe(sock), os.getpid())
+    if settings.pid is not None:
+        settings.pid.write_text(f"{os.getpid()}\n")
+    try:
+        return run_worker(WorkerContext(settings, sockets, cpu_share=usable_cores()))
+    finally:
+        remove_unix_files(settings.bind if settings.bind_given else ())
+        if settings.pid is not None:
+            settings.pid.unlink(missing_ok=True)
+
+
+__all__ = ["EXIT_USAGE", "build_parser", "main", "parse_settings", "start"]

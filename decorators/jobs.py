@@ -1,0 +1,102 @@
+"""Fire-and-forget jobs that graceful shutdown waits for.
+
+A job's failure is logged with its traceback and counted; nobody awaits it. The runner's
+shutdown hook waits for pending jobs, then closes the pools, within the graceful timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from tornado_run.runner import lifecycle
+
+from . import pools
+
+log = logging.getLogger("tornado_run.background")
+
+_jobs: set[asyncio.Task[Any]] = set()
+_counts = {"started": 0, "completed": 0, "failed": 0, "abandoned": 0}
+
+
+def background(
+    fn: Callable[..., Any], *args: Any, pool: str | Executor | None = None, **kwargs: Any
+) -> asyncio.Task[Any]:
+    """Start `fn(*args, **kwargs)` without waiting for it and return its task.
+
+    A coroutine function (or an `@unblock` function) runs on the event loop; a plain blocking
+    function runs in `pool` (default "thread"). Call it from the event loop thread.
+    """
+    if pool is None and (inspect.iscoroutinefunction(fn) or _is_unblocked(fn)):
+        coroutine = fn(*args, **kwargs)
+    else:
+        target = (
+            pools.for_executor(pool) if isinstance(pool, Executor) else pools.get(pool or "thread")
+        )
+        coroutine = target.run(fn, args, kwargs, timeout=None)
+    task = asyncio.get_running_loop().create_task(coroutine, name=f"background {_name(fn)}")
+    _jobs.add(task)
+    _counts["started"] += 1
+    task.add_done_callback(_finished)
+    _register()
+    return task
+
+
+def _is_unblocked(fn: Callable[..., Any]) -> bool:
+    return getattr(fn, "__unblock_pool__", None) is not None
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    _jobs.discard(task)
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is None:
+        _counts["completed"] += 1
+        return
+    _counts["failed"] += 1
+    log.error("%s failed", task.get_name(), exc_info=(type(error), error, error.__traceback__))
+
+
+def stats() -> dict[str, int]:
+    """Background jobs: started, completed, failed, abandoned (at shutdown) and pending."""
+    return {**_counts, "pending": len(_jobs)}
+
+
+async def drain(timeout: float) -> None:
+    """Wait up to `timeout` seconds for pending jobs; cancel and log the ones still running."""
+    pending = [task for task in _jobs if task is not asyncio.current_task()]
+    if not pending:
+        return
+    _done, still = await asyncio.wait(pending, timeout=max(timeout, 0.0))
+    for task in still:
+        _counts["abandoned"] += 1
+        log.warning("abandoning background job %s at the graceful deadline", task.get_name())
+        task.cancel()
+
+
+async def graceful_stop(timeout: float) -> None:
+    """Shutdown hook: wait for background jobs, then close pools, within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    await drain(timeout)
+    await pools.aclose(max(0.0, deadline - time.monotonic()))
+
+
+_registered = {"done": False}
+
+
+def _register() -> None:
+    if _registered["done"]:
+        return
+    _registered["done"] = True
+    lifecycle.add_shutdown_hook(graceful_stop)
+    lifecycle.add_stats_provider("background", stats)

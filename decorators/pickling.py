@@ -1,0 +1,98 @@
+"""Moving calls into process-pool children.
+
+`@unblock` rebinds a module-level name to its wrapper, so pickle cannot send the original
+function by reference. Calls go as one pickled payload naming the function by module and
+qualname instead; the child resolves that name and calls the function behind the wrapper.
+Pickling happens in the caller, so an argument that cannot be pickled fails that call at once
+with a clear `TypeError` and never reaches (or breaks) the pool.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+_PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
+_resolved: dict[tuple[str, str], Callable[..., Any]] = {}
+_references: dict[Callable[..., Any], tuple[str, str] | None] = {}
+
+
+def describe(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def reference(fn: Callable[..., Any]) -> tuple[str, str] | None:
+    """Return (module, qualname) when `fn` is reachable only through an @unblock wrapper,
+    None when plain pickling sends it. Raise `TypeError` for lambdas and nested functions."""
+    qualname = getattr(fn, "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    if qualname is None or module is None:
+        return None  # partials and callable objects pickle by value
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        raise TypeError(
+            f"a process pool cannot run {describe(fn)}: a lambda or nested function cannot be "
+            "sent to another process; define it at module level"
+        )
+    try:
+        found = _lookup(module, qualname)
+    except (ImportError, AttributeError):
+        return None
+    if found is fn:
+        return None
+    if getattr(found, "__wrapped__", None) is fn:
+        return (module, qualname)
+    raise TypeError(
+        f"a process pool cannot run {describe(fn)}: that name refers to another object; "
+        "give the function its own module-level name"
+    )
+
+
+def pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Pickle one call for `run_packed`, raising `TypeError` naming what cannot be pickled."""
+    try:
+        ref = _references[fn]
+    except KeyError:
+        ref = _references[fn] = reference(fn)
+    except TypeError:  # unhashable callable object
+        ref = reference(fn)
+    try:
+        return pickle.dumps((ref or fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    except _PICKLE_ERRORS as error:
+        raise TypeError(
+            f"the arguments of {describe(fn)}() cannot be sent to a process pool: {error}; "
+            "pass plain data (numbers, strings, lists, dicts, dataclasses)"
+        ) from None
+
+
+def run_packed(payload: bytes) -> bytes:
+    """Child side: resolve and call the function, and return its pickled result."""
+    target, args, kwargs = pickle.loads(payload)
+    if isinstance(target, tuple):
+        fn = _resolved.get(target)
+        if fn is None:
+            fn = _lookup(*target).__wrapped__
+            _resolved[target] = fn
+    else:
+        fn = target
+    result = fn(*args, **kwargs)
+    try:
+        return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    except _PICKLE_ERRORS as error:
+        raise TypeError(
+            f"the result of {describe(fn)}() cannot be sent back from the process pool: "
+            f"{error}; return plain data"
+        ) from None
+
+
+def unpack(result: bytes) -> Any:
+    return pickle.loads(result)

@@ -1,0 +1,107 @@
+"""Validation of pool declarations, from `pools.configure()` or the config file's
+`[pools.NAME]` tables. Every error is one `ConfigurationError` line naming the key, the value
+and what is allowed (the runner turns it into exit code 2)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tornado_run.runner.lifecycle import ConfigurationError
+
+from .pool_api import PoolSpec
+
+BUILTIN_OPTIONS: dict[str, frozenset[str]] = {
+    "thread": frozenset(),
+    "process": frozenset({"cancel_running"}),
+}
+_TABLE_KEYS = ("kind", "size", "max_pending", "timeout")
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def make_spec(
+    name: Any,
+    kind: Any,
+    size: Any,
+    max_pending: Any,
+    timeout: Any,
+    options: Mapping[str, Any],
+    kinds: Iterable[str],
+) -> PoolSpec:
+    """Check every value and return the `PoolSpec`, or raise `ConfigurationError`."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"pool name {name!r}: expected a non-empty name of letters, digits, '_' or '-'"
+        )
+    known = sorted(kinds)
+    if kind not in known:
+        raise ConfigurationError(
+            f"pools.{name}.kind = {kind!r}: unknown pool kind (allowed: {', '.join(known)})"
+        )
+    if size == "auto":
+        size = None
+    elif size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise ConfigurationError(
+            f'pools.{name}.size = {size!r}: expected an integer >= 1 or "auto"'
+        )
+    if max_pending is not None and (
+        not isinstance(max_pending, int) or isinstance(max_pending, bool) or max_pending < 0
+    ):
+        raise ConfigurationError(
+            f"pools.{name}.max_pending = {max_pending!r}: expected an integer >= 0"
+        )
+    if timeout is not None and (not _is_number(timeout) or timeout <= 0):
+        raise ConfigurationError(
+            f"pools.{name}.timeout = {timeout!r}: expected seconds > 0 (or no timeout)"
+        )
+    allowed = BUILTIN_OPTIONS.get(kind)
+    if allowed is not None:
+        for key, value in options.items():
+            if key not in allowed:
+                names = ", ".join(sorted({*_TABLE_KEYS, *allowed}))
+                raise ConfigurationError(
+                    f"pools.{name}.{key} = {value!r}: unknown setting for kind {kind!r} "
+                    f"(allowed: {names})"
+                )
+            if key == "cancel_running" and not isinstance(value, bool):
+                raise ConfigurationError(
+                    f"pools.{name}.cancel_running = {value!r}: expected true or false"
+                )
+    return PoolSpec(
+        name=name,
+        kind=kind,
+        size=size,
+        max_pending=max_pending,
+        timeout=float(timeout) if timeout is not None else None,
+        options=dict(options),
+    )
+
+
+def specs_from_table(table: Mapping[str, Any], kinds: Iterable[str]) -> list[PoolSpec]:
+    """Turn the config file's `[pools]` table into specs (kind defaults to "thread")."""
+    specs = []
+    for name, settings in table.items():
+        if not isinstance(settings, Mapping):
+            raise ConfigurationError(
+                f"pools.{name} = {settings!r}: expected a table such as "
+                f'[pools.{name}] with kind = "thread" or "process"'
+            )
+        values = dict(settings)
+        fields = {key: values.pop(key, None) for key in _TABLE_KEYS}
+        specs.append(
+            make_spec(
+                name,
+                fields["kind"] or "thread",
+                fields["size"],
+                fields["max_pending"],
+                fields["timeout"],
+                values,
+                kinds,
+            )
+        )
+    return specs

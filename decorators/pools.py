@@ -1,0 +1,192 @@
+"""The pool registry: named pool declarations, created lazily in the process that uses them.
+
+Nothing here starts a thread or a process at import. A child of `os.fork()` forgets every pool
+its parent had and builds its own on first use, so an app may touch pools before the runner
+forks its workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+from tornado_run.runner import lifecycle
+
+from . import forksafety, pool_config
+from .executor_pool import ExecutorPool
+from .pool_api import Pool, PoolFactory, PoolSpec, PoolStats
+from .process_pool import ProcessPool
+from .thread_pool import ThreadPool
+
+log = logging.getLogger("tornado_run.pools")
+
+
+def _dask_factory(spec: PoolSpec) -> Pool:
+    from .dask_pool import create_pool  # optional kind: imported on use
+
+    pool: Pool = create_pool(spec)
+    return pool
+
+
+_kinds: dict[str, PoolFactory] = {
+    "thread": ThreadPool,
+    "process": ProcessPool,
+    "dask": _dask_factory,
+}
+_specs: dict[str, PoolSpec] = {}
+_live: dict[str, Pool] = {}
+_adapters: dict[int, ExecutorPool] = {}
+_lock = threading.Lock()
+_state = {"loaded": False, "hooked": False}
+
+
+def register_kind(kind: str, factory: PoolFactory) -> None:
+    """Make `kind` usable in `configure(kind=...)` and `[pools.NAME]` tables; `factory`
+    receives a validated `PoolSpec` and returns a `Pool` (it must not start anything yet)."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"pool kind {kind!r}: expected a non-empty string")
+    _kinds[kind] = factory
+
+
+def configure(
+    name: str,
+    kind: str = "thread",
+    size: int | str | None = None,
+    max_pending: int | None = None,
+    timeout: float | None = None,
+    **options: Any,
+) -> PoolSpec:
+    """Declare (or redeclare) pool `name`. `size` is an integer >= 1 or "auto"; `max_pending`
+    bounds the calls waiting for a free worker; `timeout` is the default per-call limit in
+    seconds. Raises `ConfigurationError` (a `ValueError`) naming any bad value."""
+    _load()
+    spec = pool_config.make_spec(name, kind, size, max_pending, timeout, options, _kinds)
+    _install(spec)
+    return spec
+
+
+def _install(spec: PoolSpec) -> None:
+    with _lock:
+        _specs[spec.name] = spec
+        old = _live.pop(spec.name, None)
+    if old is not None:
+        _close_quietly(old, wait=False)
+
+
+def _load() -> None:
+    """Declare the built-in pools and the runner's `[pools]` tables, once per process."""
+    if _state["loaded"]:
+        return
+    _state["loaded"] = True
+    for builtin in ("thread", "process"):
+        _specs.setdefault(builtin, PoolSpec(name=builtin, kind=builtin))
+    for spec in pool_config.specs_from_table(lifecycle.pools_config(), _kinds):
+        _install(spec)
+
+
+def names() -> list[str]:
+    """Names of the declared pools."""
+    _load()
+    return sorted(_specs)
+
+
+def spec_of(name: str) -> PoolSpec:
+    """The declaration of `name`; `ConfigurationError` listing the declared pools if unknown."""
+    _load()
+    try:
+        return _specs[name]
+    except KeyError:
+        raise lifecycle.ConfigurationError(
+            f"pool {name!r} is not declared (declared pools: {', '.join(names())}); "
+            "declare it with pools.configure() or a [pools.NAME] table"
+        ) from None
+
+
+def get(name: str) -> Pool:
+    """The live pool `name` of this process, created on first use."""
+    pool = _live.get(name)
+    if pool is not None:
+        return pool
+    spec = spec_of(name)
+    with _lock:
+        pool = _live.get(name)
+        if pool is None:
+            pool = _live[name] = _kinds[spec.kind](spec)
+    _hook_into_lifecycle()
+    return pool
+
+
+def for_executor(executor: Executor) -> Pool:
+    """A pool adapter over a caller-owned `concurrent.futures.Executor`."""
+    adapter = _adapters.get(id(executor))
+    if adapter is None or adapter.executor is not executor:
+        adapter = _adapters[id(executor)] = ExecutorPool(executor)
+    return adapter
+
+
+def stats() -> dict[str, PoolStats]:
+    """Counters of every pool this process has used: size, busy, queued, completed, failed,
+    timed_out, crashed, abandoned (threads) and shed (calls refused as `Overloaded`)."""
+    current: dict[str, PoolStats] = {name: pool.stats() for name, pool in list(_live.items())}
+    for adapter in list(_adapters.values()):
+        current[adapter.spec.name] = adapter.stats()
+    return current
+
+
+def shutdown(wait: bool = True, timeout: float = 30.0) -> None:
+    """Close every pool of this process (queued calls still run); with `wait`, block until
+    they finish or `timeout` seconds pass. Pools used again afterwards start afresh."""
+    with _lock:
+        closing = list(_live.values())
+        _live.clear()
+    deadline = time.monotonic() + timeout
+    for pool in closing:
+        _close_quietly(pool, wait=wait, timeout=max(0.0, deadline - time.monotonic()))
+
+
+async def aclose(timeout: float) -> None:
+    """Close every pool within `timeout` seconds without blocking the event loop."""
+    with _lock:
+        closing = list(_live.values())
+        _live.clear()
+    if closing:
+        await asyncio.gather(*(pool.aclose(timeout) for pool in closing), return_exceptions=True)
+
+
+def _close_quietly(pool: Pool, *, wait: bool, timeout: float = 30.0) -> None:
+    close = getattr(pool, "close", None)
+    try:
+        if close is not None:
+            close(wait, timeout)
+        else:  # kinds that only implement the async contract
+            runner = threading.Thread(target=asyncio.run, args=(pool.aclose(timeout),))
+            runner.start()
+            if wait:
+                runner.join(timeout)
+    except Exception:
+        log.exception("closing pool %r failed", pool.spec.name)
+
+
+def _hook_into_lifecycle() -> None:
+    if _state["hooked"]:
+        return
+    _state["hooked"] = True
+    from .jobs import graceful_stop  # imported late: jobs uses this module
+
+    lifecycle.add_shutdown_hook(graceful_stop)
+    lifecycle.add_stats_provider("pools", stats)
+
+
+def _after_fork_in_child() -> None:
+    _live.clear()
+    _adapters.clear()
+    globals()["_lock"] = threading.Lock()
+    forksafety.forget_inherited_forkserver()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,221 @@
+"""The "thread" pool kind: threads that run blocking calls and hand results straight back to
+the caller's event loop.
+
+Each call is one small job on a queue. The worker thread settles the caller's asyncio future
+with a single `loop.call_soon_threadsafe`, skipping the concurrent.futures.Future chain that
+`run_in_executor` builds, which is most of the dispatch cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from . import cancellation
+from .admission import Admission
+from .errors import TaskTimeout
+from .pool_api import PoolSpec, PoolStats
+
+T = TypeVar("T")
+log = logging.getLogger("tornado_run.pools")
+
+
+def default_thread_count() -> int:
+    """The stdlib's default: min(32, cores + 4)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+class _Job:
+    __slots__ = ("abandoned", "args", "claim", "ctx", "fn", "future", "kwargs", "loop", "token")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.ctx = contextvars.copy_context()
+        self.loop = loop
+        self.future = future
+        # Whoever pops this first owns the job: a worker (to run it) or the loop (to cancel
+        # it before it starts). list.pop is atomic, so no lock is needed.
+        self.claim = [True]
+        self.token = cancellation.CancelToken()
+        self.abandoned = False
+
+    def take(self) -> bool:
+        try:
+            self.claim.pop()
+        except IndexError:
+            return False
+        return True
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return  # timed out or cancelled meanwhile
+    if error is None:
+        future.set_result(value)
+    else:
+        future.set_exception(error)
+
+
+class ThreadPool:
+    """Runs calls in up to `size` threads, started on demand; see `pool_api.Pool`."""
+
+    def __init__(self, spec: PoolSpec) -> None:
+        self.spec = spec
+        size = spec.size or default_thread_count()
+        max_pending = spec.max_pending if spec.max_pending is not None else max(16, 8 * size)
+        self._admission = Admission(spec, spec.kind, size, max_pending)
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._live = 0  # threads that count toward size (abandoned ones do not)
+        self._threads: set[threading.Thread] = set()
+        self._closed = False
+
+    async def run(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        timeout: float | None,
+    ) -> T:
+        if self._closed:
+            raise RuntimeError(f"pool {self.spec.name!r} is shut down")
+        self._admission.admit()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        job = _Job(fn, args, kwargs, loop, future)
+        self._queue.put(job)
+        if not self._idle.acquire(blocking=False):
+            self._grow()
+        if timeout is None:
+            timeout = self.spec.timeout
+        timer = loop.call_later(timeout, self._expire, job, timeout) if timeout else None
+        try:
+            result = await future
+        except asyncio.CancelledError:
+            self._give_up(job, "the caller was cancelled")
+            raise
+        except TaskTimeout:
+            self._admission.timed_out += 1
+            raise
+        except BaseException:
+            self._admission.failed += 1
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._admission.release()
+        self._admission.completed += 1
+        return result
+
+    def _expire(self, job: _Job, timeout: float) -> None:
+        if job.future.done():
+            return
+        name = getattr(job.fn, "__qualname__", repr(job.fn))
+        if self._give_up(job, f"timed out after {timeout:g}s"):
+            log.warning(
+                "pool %r: %s() still running after its %gs timeout; its thread is abandoned "
+                "(it keeps running; check_cancelled() lets it stop early)",
+                self.spec.name,
+                name,
+                timeout,
+            )
+        job.future.set_exception(
+            TaskTimeout(f"{name}() timed out after {timeout:g}s", timeout=timeout)
+        )
+
+    def _give_up(self, job: _Job, reason: str) -> bool:
+        """Stop waiting for `job`; return True when its thread had to be abandoned."""
+        if job.take():
+            return False  # never started: the worker will skip it
+        job.token.cancel(reason)
+        job.abandoned = True
+        self._admission.abandoned += 1
+        self._live -= 1
+        self._grow()
+        return True
+
+    def _grow(self) -> None:
+        """Start a thread if fewer than `size` are working or idle."""
+        if self._live >= self._admission.size or self._closed:
+            return
+        alive = sum(1 for t in self._threads if t.is_alive())
+        if alive >= 2 * self._admission.size:
+            log.warning(
+                "pool %r: %d threads are stuck in abandoned calls; not replacing them",
+                self.spec.name,
+                alive - self._live,
+            )
+            return
+        self._threads = {t for t in self._threads if t.is_alive()}
+        self._live += 1
+        name = f"tornado-run-{self.spec.name}-{len(self._threads)}"
+        thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._threads.add(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        get = self._queue.get
+        while True:
+            job = get()
+            if job is None:
+                return
+            if job.take():
+                cancellation.bind(job.token)
+                try:
+                    value = job.ctx.run(job.fn, *job.args, **job.kwargs)
+                except BaseException as error:
+                    self._deliver(job, None, error)
+                else:
+                    self._deliver(job, value, None)
+                cancellation.bind(None)
+                if job.abandoned:
+                    return  # a replacement thread took this one's place
+            del job
+            self._idle.release()
+
+    @staticmethod
+    def _deliver(job: _Job, value: Any, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+            job.loop.call_soon_threadsafe(_settle, job.future, value, error)
+
+    def stats(self) -> PoolStats:
+        return self._admission.stats()
+
+    def close(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop accepting calls; queued calls still run. With `wait`, join the threads for up
+        to `timeout` seconds and log the ones still busy."""
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        if not wait:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self._threads):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.warning(
+                "pool %r: abandoning %d busy thread(s) at shutdown", self.spec.name, len(stuck)
+            )
+
+    async def aclose(self, timeout: float) -> None:
+        await asyncio.to_thread(self.close, True, timeout)

@@ -1,0 +1,174 @@
+"""`@unblock`: run a blocking function in a pool and get its result back on the event loop.
+
+On a `RequestHandler` HTTP verb the return value is written on the loop thread (a generator
+streams); anywhere else the function becomes awaitable with its name, docs and signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import Any, ParamSpec, TypeVar, overload
+
+from tornado.web import RequestHandler
+from tornado_run.runner.lifecycle import ConfigurationError
+
+from . import pools, streaming
+from .errors import Overloaded
+from .handler_results import answer_overloaded, write_result
+from .pool_api import Pool
+
+P = ParamSpec("P")
+R = TypeVar("R")
+PoolRef = str | Executor
+Unblocked = Callable[P, Coroutine[Any, Any, R]]
+
+_VERBS = frozenset(method.lower() for method in RequestHandler.SUPPORTED_METHODS)
+
+
+@overload
+def unblock(fn: Callable[P, R], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+
+@overload
+def unblock(
+    fn: None = None, /, *, pool: PoolRef = "thread", timeout: float | None = None
+) -> Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]: ...
+
+
+def unblock(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    pool: PoolRef = "thread",
+    timeout: float | None = None,
+) -> Any:
+    """Run `fn` in `pool` (a pool name or an Executor) with an optional `timeout` in seconds
+    (default: the pool's). Used bare (`@unblock`) or with arguments (`@unblock(pool=...)`).
+
+    Raises at decoration: `ConfigurationError` (a ValueError) for an unknown pool or a bad
+    timeout, `TypeError` for a handler verb on a process pool.
+    """
+    if fn is None:
+        return lambda function: _decorate(function, pool, timeout)
+    return _decorate(fn, pool, timeout)
+
+
+def _pool_getter(pool: PoolRef) -> tuple[Callable[[], Pool], bool]:
+    """Return a per-call pool lookup and whether calls leave this process."""
+    if isinstance(pool, Executor):
+        return (lambda: pools.for_executor(pool)), isinstance(pool, ProcessPoolExecutor)
+    if not isinstance(pool, str):
+        raise TypeError(
+            f"@unblock(pool={pool!r}): expected a pool name ({', '.join(pools.names())}) "
+            "or a concurrent.futures.Executor"
+        )
+    kind = pools.spec_of(pool).kind
+    return (lambda: pools.get(pool)), kind != "thread"
+
+
+def _check_timeout(fn: Callable[..., Any], timeout: Any) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigurationError(
+            f"@unblock(timeout={timeout!r}) on {fn.__qualname__}: expected seconds > 0 or None"
+        )
+
+
+def _is_method(fn: Callable[..., Any]) -> bool:
+    parts = fn.__qualname__.split(".")
+    params = list(inspect.signature(fn).parameters)
+    return len(parts) >= 2 and parts[-2] != "<locals>" and params[:1] == ["self"]
+
+
+def _decorate(fn: Callable[P, R], pool: PoolRef, timeout: float | None) -> Any:
+    if not callable(fn):
+        raise TypeError(f"@unblock needs a function, got {fn!r}")
+    _check_timeout(fn, timeout)
+    get_pool, remote = _pool_getter(pool)
+    verb = _is_method(fn) and fn.__name__ in _VERBS
+    generator = inspect.isgeneratorfunction(fn)
+    if remote and verb:
+        raise TypeError(
+            f"@unblock(pool={pool!r}) cannot run the handler method {fn.__qualname__} in "
+            "another process (the handler stays here); move the work to a module-level "
+            "@unblock(pool=...) function and `await` it from the handler"
+        )
+    if generator and (remote or not verb):
+        raise TypeError(
+            f"@unblock on generator {fn.__qualname__}: generators stream only as handler "
+            "verbs on a thread pool; return a list instead, or make it a handler verb"
+        )
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        return await get_pool().run(fn, args, kwargs, timeout=timeout)
+
+    wrapper = _verb_wrapper(fn, get_pool, timeout, generator, call) if verb else call
+    wrapper.__unblock_pool__ = pool  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _verb_wrapper(
+    fn: Callable[..., Any],
+    get_pool: Callable[[], Pool],
+    timeout: float | None,
+    generator: bool,
+    plain: Callable[..., Coroutine[Any, Any, Any]],
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    @functools.wraps(fn)
+    async def verb(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(self, RequestHandler):
+            return await plain(self, *args, **kwargs)
+        try:
+            if generator:
+                await streaming.stream(self, get_pool(), fn, (self, *args), kwargs)
+                return None
+            work = get_pool().run(fn, (self, *args), kwargs, timeout=timeout)
+            result = await _until_disconnect(self, work)
+        except Overloaded as error:
+            answer_overloaded(self, error)
+            return None
+        if result is not _DISCONNECTED:
+            write_result(self, result, fn.__name__)
+        return None
+
+    return verb
+
+
+_DISCONNECTED = object()
+
+
+async def _until_disconnect(handler: RequestHandler, work: Coroutine[Any, Any, Any]) -> Any:
+    """Await `work`, cancelling it if the client disconnects first (then `_DISCONNECTED`)."""
+    inner = asyncio.ensure_future(work)
+    connection: Any = handler.request.connection
+    if not hasattr(connection, "set_close_callback"):
+        return await inner
+    original = handler.on_connection_close
+    closed = []
+
+    def on_close() -> None:
+        closed.append(True)
+        inner.cancel()
+        original()
+
+    connection.set_close_callback(on_close)
+    try:
+        return await inner
+    except asyncio.CancelledError:
+        if closed and not _cancelling():
+            return _DISCONNECTED
+        raise
+    finally:
+        if not closed:
+            connection.set_close_callback(original)
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -1,0 +1,241 @@
+"""The dask pool against the local process pool: per-call round-trip overhead and the
+throughput of a CPU-bound function, printed as a markdown table.
+
+    python -m examples.bench.dask_bench [--quick]
+
+Run from the repository root with the dask extra installed (`pip install -e '.[dask]'`). It
+starts a real dask scheduler and 2 single-threaded dask workers (`dask scheduler`,
+`dask worker`) on loopback, so both pools get 2 processes on the same machine: the figures
+show what the network hop and the scheduler cost, not what more machines would add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from tornado_run.decorators.dask_pool import create_pool
+from tornado_run.decorators.pool_api import Pool, PoolSpec
+from tornado_run.decorators.process_pool import ProcessPool
+
+from examples.cpu import burn
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POOL_PROCESSES = 2
+CPU_TASK_MS = 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    round_trips: int
+    burst_calls: int
+    burst_concurrency: int
+    cpu_seconds: float
+    cpu_concurrency: int
+
+
+QUICK = Settings(
+    round_trips=200, burst_calls=1000, burst_concurrency=32, cpu_seconds=3, cpu_concurrency=8
+)
+FULL = Settings(
+    round_trips=2000, burst_calls=5000, burst_concurrency=32, cpu_seconds=10, cpu_concurrency=8
+)
+MAX_PENDING = 1000  # the bench measures speed, not shedding
+
+
+async def round_trip_us(pool: Pool, calls: int) -> list[float]:
+    """Microseconds per trivial call, one call at a time."""
+    samples = []
+    for n in range(calls):
+        started = time.perf_counter()
+        await pool.run(abs, (-n,), {}, timeout=30)
+        samples.append((time.perf_counter() - started) * 1e6)
+    return samples
+
+
+async def burst_rate(pool: Pool, calls: int, concurrency: int) -> float:
+    """Trivial calls per second with `concurrency` callers at once."""
+    remaining = iter(range(calls))
+
+    async def caller() -> None:
+        for n in remaining:
+            await pool.run(abs, (-n,), {}, timeout=30)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return calls / (time.perf_counter() - started)
+
+
+async def cpu_rate(pool: Pool, seconds: float, concurrency: int) -> float:
+    """`burn(CPU_TASK_MS)` calls finished per second by `concurrency` callers in a closed loop."""
+    deadline = time.perf_counter() + seconds
+    done = [0]
+
+    async def caller() -> None:
+        while time.perf_counter() < deadline:
+            await pool.run(burn, (CPU_TASK_MS,), {}, timeout=60)
+            done[0] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return done[0] / (time.perf_counter() - started)
+
+
+async def measure(pool: Pool, settings: Settings) -> dict[str, float]:
+    await pool.run(abs, (1,), {}, timeout=60)  # start processes / connect before timing
+    await pool.run(burn, (1,), {}, timeout=60)  # import examples.cpu in the workers
+    samples = await round_trip_us(pool, settings.round_trips)
+    return {
+        "rt_median": statistics.median(samples),
+        "rt_p99": statistics.quantiles(samples, n=100)[98],
+        "burst": await burst_rate(pool, settings.burst_calls, settings.burst_concurrency),
+        "cpu": await cpu_rate(pool, settings.cpu_seconds, settings.cpu_concurrency),
+    }
+
+
+async def measure_both(address: str, settings: Settings) -> dict[str, dict[str, float]]:
+    results = {}
+    pools: dict[str, Callable[[], Pool]] = {
+        "process pool": lambda: ProcessPool(
+            PoolSpec(name="process", kind="process", size=POOL_PROCESSES, max_pending=MAX_PENDING)
+        ),
+        "dask pool": lambda: create_pool(
+            PoolSpec(
+                name="cluster", kind="dask", max_pending=MAX_PENDING, options={"address": address}
+            )
+        ),
+    }
+    for name, make in pools.items():
+        pool = make()
+        try:
+            results[name] = await measure(pool, settings)
+        finally:
+            await pool.aclose(10)
+    return results
+
+
+@contextlib.contextmanager
+def dask_cluster(workers: int) -> Iterator[str]:
+    """A `dask scheduler` and `dask worker --nworkers N --nthreads 1` on loopback; yields the
+    scheduler address and stops both process trees on exit."""
+    dask = str(Path(sys.executable).with_name("dask"))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    with tempfile.TemporaryDirectory() as tmp:
+        info = Path(tmp) / "scheduler.json"
+        scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+        worker = [dask, "worker", "--host", "127.0.0.1", "--no-dashboard", "--nthreads", "1"]
+        procs = [
+            subprocess.Popen([*scheduler, "--scheduler-file", str(info)], env=env, **quiet),
+            subprocess.Popen(
+                [*worker, "--nworkers", str(workers), "--scheduler-file", str(info)],
+                env=env,
+                cwd=REPO_ROOT,
+                **quiet,
+            ),
+        ]
+        try:
+            yield _wait_for_workers(info, workers, timeout=60)
+        finally:
+            _stop_trees(procs)
+
+
+def _wait_for_workers(info: Path, workers: int, timeout: float) -> str:
+    from distributed import Client
+
+    deadline = time.monotonic() + timeout
+    while not (info.exists() and info.read_text()):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"dask scheduler did not start within {timeout:.0f} s")
+        time.sleep(0.05)
+    address: str = json.loads(info.read_text())["address"]
+    with Client(address, timeout=timeout) as client:  # type: ignore[no-untyped-call]
+        client.wait_for_workers(workers, timeout=timeout)
+    return address
+
+
+def _stop_trees(procs: list[subprocess.Popen[bytes]]) -> None:
+    tree = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            tree += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+    _gone, alive = psutil.wait_procs(tree, timeout=15)
+    for leftover in alive:
+        with contextlib.suppress(psutil.Error):
+            leftover.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def task_seconds() -> float:
+    """What one `burn(CPU_TASK_MS)` takes in this process, uncontended (median of 5 runs)."""
+    runs = []
+    for _ in range(5):
+        started = time.perf_counter()
+        burn(CPU_TASK_MS)
+        runs.append(time.perf_counter() - started)
+    return statistics.median(runs)
+
+
+def table(results: dict[str, dict[str, float]], settings: Settings) -> str:
+    rows = [
+        ("round trip, 1 call at a time, median (µs)", "rt_median", 0),
+        ("round trip, 1 call at a time, p99 (µs)", "rt_p99", 0),
+        (f"trivial calls/s, {settings.burst_concurrency} callers", "burst", 0),
+        (
+            f"CPU calls/s, burn({CPU_TASK_MS} ms), {settings.cpu_concurrency} callers",
+            "cpu",
+            1,
+        ),
+    ]
+    local, dask = results["process pool"], results["dask pool"]
+    lines = [
+        f"| measure ({POOL_PROCESSES} processes each) | process pool | dask pool | dask/process |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, key, digits in rows:
+        ratio = dask[key] / local[key] if local[key] else float("nan")
+        cells = f"{local[key]:.{digits}f} | {dask[key]:.{digits}f} | {ratio:.2f}"
+        lines.append(f"| {label} | {cells} |")
+    ideal = POOL_PROCESSES / task_seconds()
+    lines.append(
+        f"| CPU calls/s if {POOL_PROCESSES} cores did only this | {ideal:.1f} | {ideal:.1f} | |"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (about 20 s)")
+    settings = QUICK if parser.parse_args(argv).quick else FULL
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        print("dask_bench needs the dask extra: pip install 'tornado-run[dask]'", file=sys.stderr)
+        return 2
+    with dask_cluster(POOL_PROCESSES) as address:
+        results = asyncio.run(measure_both(address, settings))
+    print(f"{platform.python_version()} on {os.cpu_count()} CPUs, {platform.machine()}\n")
+    print(table(results, settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Hello world for the throughput rows: plain Tornado, nothing else, so every peer (tornado-run,
+raw `fork_processes`, `gunicorn -k tornado`) serves exactly the same app.
+
+    tornado-run examples.bench.hello:application --workers 2
+"""
+
+from __future__ import annotations
+
+import os
+
+import tornado.web
+
+
+class Hello(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("Hello, world")
+
+
+class Pid(tornado.web.RequestHandler):
+    """Answers the worker's pid: the benchmark uses it to tell workers apart."""
+
+    def get(self) -> None:
+        self.write(str(os.getpid()))
+
+
+application = tornado.web.Application([(r"/", Hello), (r"/pid", Pid)])

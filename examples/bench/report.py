@@ -1,0 +1,128 @@
+"""Turn measured sections into markdown tables, a JSON file and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .plan import Row, Section
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures came from (they mean little without it)."""
+    cpu_model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu_model or "unknown",
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def _cell(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(section: Section, row: Row) -> str:
+    if not section.ratio_key or not section.baseline:
+        return ""
+    base = next((r for r in section.rows if r.name == section.baseline), None)
+    mine, theirs = (
+        row.values.get(section.ratio_key),
+        base.values.get(section.ratio_key) if base else None,
+    )
+    if mine is None or not theirs:
+        return "-"
+    return f"{mine / theirs:.2f}x"
+
+
+def markdown(section: Section) -> str:
+    """The section as a markdown table, then its skip lines and notes."""
+    headers = ["", *(c.header for c in section.columns)]
+    if section.ratio_key:
+        headers.append(f"ratio ({section.ratio_key} vs {section.baseline})")
+    lines = [f"### {section.title}", "", "| " + " | ".join(headers) + " |"]
+    lines.append("|" + "---|" * len(headers))
+    for row in section.rows:
+        if row.note and not any(v is not None for v in row.values.values()):
+            continue
+        cells = [row.name, *(_cell(row.values.get(c.key), c.digits) for c in section.columns)]
+        if section.ratio_key:
+            cells.append(_ratio(section, row))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- skipped {row.name}: {row.note}" for row in section.rows if row.note]
+    lines += [f"- {note}" for note in section.notes]
+    if section.text:
+        lines += ["", "```", section.text.rstrip(), "```"]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_json(path: Path, sections: list[Section], settings: dict[str, Any]) -> None:
+    payload = {
+        "machine": machine(),
+        "settings": settings,
+        "sections": [asdict(s) for s in sections],
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+CHART_METRICS = {  # section key -> (figure, label) drawn as a bar per row
+    "hello": ("req_s", "hello world, req/s"),
+    "async": ("req_s", "async tasks, req/s (log)"),
+    "cpu": ("fraction", "/slow, fraction of the physical limit"),
+    "overload": ("shed_pct", "overload at 4x: % shed (503)"),
+    "reload": ("failed_pct", "% failed requests across HUPs"),
+    "spread": ("busiest_pct", "% of 64 connections on the busiest worker"),
+}
+
+
+def write_chart(path: Path, sections: list[Section]) -> str | None:
+    """Draw one bar chart per charted section into `path`; returns a note when matplotlib is
+    missing (install the `bench` extra) instead of failing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no chart: matplotlib is not installed (pip install -e '.[bench]')"
+    charted = [s for s in sections if s.key in CHART_METRICS and _bars(s)]
+    if not charted:
+        return None
+    fig, axes = plt.subplots(len(charted), 1, figsize=(9, 2.6 * len(charted)), squeeze=False)
+    for axis, section in zip(axes[:, 0], charted, strict=True):
+        names, values = zip(*_bars(section), strict=True)
+        axis.barh(names, values, color="#3b7dd8")
+        axis.set_title(CHART_METRICS[section.key][1], fontsize=10)
+        axis.invert_yaxis()
+        axis.tick_params(labelsize=8)
+        if section.key == "async":
+            axis.set_xscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def _bars(section: Section) -> list[tuple[str, float]]:
+    key = CHART_METRICS[section.key][0]
+    return [(r.name, v) for r in section.rows if (v := r.values.get(key)) is not None]

@@ -1,0 +1,222 @@
+"""Sections about the launcher itself: hello world against the peers (throughput, CPU cost,
+memory, respawn time), failed requests across HUP reloads, and connection spread."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from .harness import (
+    REPO_ROOT,
+    Server,
+    Skip,
+    executable,
+    free_port,
+    help_text,
+    http_get,
+    running,
+    tornado_run_command,
+)
+from .loadgen import LoadResult, closed_loop, connection_spread
+from .plan import Column, Section, Settings, Values, Variant, interleaved
+
+HELLO = "examples.bench.hello:application"
+CONNECTIONS = 64
+
+Log = Callable[[str], None]
+
+
+def tornado_run(port: int, *extra: str, app: str = HELLO, workers: str = "2") -> Server:
+    command = [*tornado_run_command(), app, "--workers", workers, "--bind", f"127.0.0.1:{port}"]
+    return Server(f"tornado-run {' '.join(extra)}".strip(), [*command, *extra], port)
+
+
+def raw_fork(port: int) -> Server:
+    script = REPO_ROOT / "examples" / "bench" / "peer_raw_fork.py"
+    command = [sys.executable, str(script), "--port", str(port), "--workers", "2"]
+    return Server("raw fork_processes", command, port, term_whole_tree=True)
+
+
+def gunicorn(port: int) -> Server:
+    path = executable("gunicorn")
+    if path is None:
+        raise Skip("gunicorn is not installed (pip install gunicorn)")
+    command = [path, "-k", "tornado", "-w", "2", "-b", f"127.0.0.1:{port}"]
+    if "--no-control-socket" in help_text([path]):
+        command.append("--no-control-socket")  # gunicorn 23+ shares one control socket path
+    return Server("gunicorn -k tornado", [*command, HELLO], port)
+
+
+def respawn_ms(server: Server, deadline: float = 10.0) -> float | None:
+    """Kill -9 a worker that is serving; return ms until a process that did not exist before
+    answers a request (None if none does within `deadline` seconds)."""
+    serving: set[int] = set()
+    for _ in range(30):
+        with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
+            serving.add(int(http_get(server.port, "/pid")[1]))
+    before = {p.pid for p in server.tree()}
+    targets = sorted(serving & before)
+    if not targets:
+        return None
+    started = time.perf_counter()
+    os.kill(targets[0], signal.SIGKILL)
+    while time.perf_counter() - started < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
+            status, body = http_get(server.port, "/pid", timeout=1.0)
+            if status == 200 and int(body) not in before:
+                return (time.perf_counter() - started) * 1000
+        time.sleep(0.002)
+    return None
+
+
+def _measure_hello(make: Callable[[int], Server], settings: Settings) -> Values:
+    port = free_port()
+    with running(make(port)) as server:
+        url = f"http://127.0.0.1:{port}/"
+        closed_loop(url, CONNECTIONS, settings.warmup)
+        cpu_before = server.cpu_seconds()
+        result = closed_loop(url, CONNECTIONS, settings.seconds)
+        cpu = server.cpu_seconds() - cpu_before
+        pss = server.pss_mib()
+        respawn = respawn_ms(server)
+    return {
+        "req_s": result.ok_per_second,
+        "req_per_cpu_s": result.requests / cpu if cpu > 0 else None,
+        "p99_ms": result.p99_ms,
+        "errors": float(result.errors + result.non_2xx),
+        "pss_mib": pss,
+        "respawn_ms": respawn,
+    }
+
+
+def hello_section(settings: Settings, log: Log) -> Section:
+    """(a) hello world: tornado-run (asyncio and uvloop) vs raw fork_processes vs gunicorn."""
+    makers: list[tuple[str, Callable[[int], Server]]] = [
+        ("raw bind_sockets + fork_processes(2)", raw_fork),
+        ("tornado-run --workers 2 --loop asyncio", lambda p: tornado_run(p, "--loop", "asyncio")),
+        ("tornado-run --workers 2 --loop uvloop", lambda p: tornado_run(p, "--loop", "uvloop")),
+        ("gunicorn -k tornado -w 2", gunicorn),
+    ]
+    variants = [Variant(name, _bind(_measure_hello, make, settings)) for name, make in makers]
+    return Section(
+        "hello",
+        f"Hello world, wrk -t2 -c{CONNECTIONS}, 2 workers each",
+        [
+            Column("req_s", "req/s"),
+            Column("req_per_cpu_s", "req per server CPU-s"),
+            Column("p99_ms", "p99 ms", 2),
+            Column("errors", "errors"),
+            Column("pss_mib", "PSS MiB", 1),
+            Column("respawn_ms", "kill -9 to serving, ms", 1),
+        ],
+        interleaved(settings.rounds, variants, log),
+        ratio_key="req_per_cpu_s",
+        baseline=makers[0][0],
+        notes=[
+            "req/s depends on how the shared socket spreads connections; "
+            "req per server CPU-second does not",
+            "PSS: proportional set size summed over the server's process tree",
+        ],
+    )
+
+
+def _bind(fn: Callable[..., Values], *args: object) -> Callable[[], Values]:
+    return lambda: fn(*args)
+
+
+def _measure_hups(make: Callable[[int], Server], settings: Settings, hups: int) -> Values:
+    port = free_port()
+    with running(make(port)) as server:
+        seconds = max(settings.seconds, 1.5 * hups)
+        outcome: list[LoadResult] = []
+        url = f"http://127.0.0.1:{port}/"
+        load = threading.Thread(
+            target=lambda: outcome.append(closed_loop(url, CONNECTIONS, seconds)), daemon=True
+        )
+        load.start()
+        for _ in range(hups):
+            time.sleep(seconds / (hups + 1))
+            server.signal(signal.SIGHUP)
+        load.join(timeout=seconds + 60)
+        if not outcome:
+            raise Skip("the load generator did not report")
+        result = outcome[0]
+    failed = result.errors + result.non_2xx
+    return {
+        "hups": float(hups),
+        "requests": float(result.requests),
+        "failed": float(failed),
+        "failed_pct": 100 * failed / max(1, result.requests),
+    }
+
+
+def reload_section(settings: Settings, log: Log) -> Section:
+    """(e) failed requests while the master is sent HUP repeatedly under load."""
+    hups = 2 if settings.quick else 10
+    makers: list[tuple[str, Callable[[int], Server]]] = [
+        ("tornado-run --workers 2", lambda p: tornado_run(p)),
+        ("gunicorn -k tornado -w 2", gunicorn),
+    ]
+    if "--reuse-port" in help_text(tornado_run_command()):
+        makers.insert(1, ("tornado-run --workers 2 --reuse-port", _reuse_port))
+    variants = [Variant(n, _bind(_measure_hups, m, settings, hups)) for n, m in makers]
+    return Section(
+        "reload",
+        f"Failed requests across {hups} HUPs under wrk -c{CONNECTIONS}",
+        [
+            Column("requests", "requests"),
+            Column("failed", "failed"),
+            Column("failed_pct", "failed %", 3),
+        ],
+        interleaved(settings.rounds, variants, log),
+    )
+
+
+def _reuse_port(port: int) -> Server:
+    return tornado_run(port, "--reuse-port")
+
+
+def _measure_spread(make: Callable[[int], Server]) -> Values:
+    port = free_port()
+    with running(make(port)) as server:
+        before = connection_spread(port, "/pid", CONNECTIONS)
+        respawn = respawn_ms(server)
+        time.sleep(0.2)
+        after = connection_spread(port, "/pid", CONNECTIONS)
+    return {
+        "busiest_pct": 100 * max(before.values()) / CONNECTIONS,
+        "workers_seen": float(len([k for k in before if k != "none"])),
+        "busiest_after_kill_pct": 100 * max(after.values()) / CONNECTIONS,
+        "respawn_ms": respawn,
+    }
+
+
+def spread_section(settings: Settings, log: Log) -> Section:
+    """(e) how 64 keep-alive connections spread over 2 workers, shared socket vs reuse-port."""
+    makers: list[tuple[str, Callable[[int], Server]]] = [
+        ("tornado-run --workers 2 (shared socket)", lambda p: tornado_run(p)),
+        ("raw fork_processes(2)", raw_fork),
+    ]
+    notes = []
+    if "--reuse-port" in help_text(tornado_run_command()):
+        makers.insert(1, ("tornado-run --workers 2 --reuse-port", _reuse_port))
+    else:
+        notes.append("--reuse-port row skipped: this tornado-run has no --reuse-port option")
+    variants = [Variant(n, _bind(_measure_spread, m)) for n, m in makers]
+    return Section(
+        "spread",
+        f"Connection spread: {CONNECTIONS} keep-alive connections over 2 workers",
+        [
+            Column("busiest_pct", "busiest worker %", 0),
+            Column("workers_seen", "workers used"),
+            Column("busiest_after_kill_pct", "busiest after kill -9 %", 0),
+        ],
+        interleaved(settings.rounds, variants, log),
+        notes=notes,
+    )

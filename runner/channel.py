@@ -1,0 +1,191 @@
+"""The worker<->master channel: a shared scoreboard plus one event pipe per worker.
+
+Scoreboard: an anonymous shared mmap created by the master before any fork, with one
+fixed-size slot per worker. The worker's event loop writes its slot (state, heartbeat, counters,
+a JSON blob of `lifecycle.collect_stats()`); the master reads it without any round trip. Each
+write is guarded by a sequence number (odd while writing), so a reader never sees a torn slot.
+
+Event pipe: the worker writes one JSON line per event ("ready", "failed" with exit code and
+message, and any event a later feature adds); the master reads them from its select loop, and
+end of file tells it the worker is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+SLOT_SIZE = 4096
+# seq, pid, state, started (wall clock), heartbeat (monotonic), requests, in_flight,
+# connections, max_lag_ms, blocked_episodes, blob length
+_HEADER = struct.Struct("<QqqddQqqdqq")
+BLOB_SIZE = SLOT_SIZE - _HEADER.size
+_READ_ATTEMPTS = 8
+
+FREE, BOOTING, READY, DRAINING = 0, 1, 2, 3
+STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", DRAINING: "draining"}
+
+
+@dataclass
+class SlotView:
+    """A consistent copy of one worker's slot, as the master reads it."""
+
+    pid: int = 0
+    state: int = FREE
+    started: float = 0.0  # time.time() when the worker booted
+    heartbeat: float = 0.0  # time.monotonic() of the worker loop's last stamp (0: never)
+    requests: int = 0
+    in_flight: int = 0
+    connections: int = 0
+    max_lag_ms: float = 0.0
+    blocked_episodes: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)  # lifecycle.collect_stats() and extras
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES.get(self.state, "unknown")
+
+
+class Scoreboard:
+    """`capacity` slots in shared memory; the master claims and frees slots."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._map = mmap.mmap(-1, capacity * SLOT_SIZE)
+        self._free = list(range(capacity - 1, -1, -1))
+
+    def claim(self) -> int | None:
+        """Master: reserve a cleared slot for a new worker; None when all are taken."""
+        if not self._free:
+            return None
+        index = self._free.pop()
+        self.write(index, SlotView())
+        return index
+
+    def release(self, index: int) -> None:
+        """Master: free the slot of a worker that has been reaped."""
+        self.write(index, SlotView())
+        if index not in self._free:
+            self._free.append(index)
+
+    def read(self, index: int) -> SlotView:
+        """A consistent copy of slot `index` (retries while the worker is mid-write)."""
+        base = index * SLOT_SIZE
+        fields: tuple[Any, ...] = ()
+        blob = b""
+        for _ in range(_READ_ATTEMPTS):
+            fields = _HEADER.unpack_from(self._map, base)
+            blob = bytes(self._map[base + _HEADER.size : base + _HEADER.size + fields[-1]])
+            if fields[0] % 2 == 0 and _HEADER.unpack_from(self._map, base)[0] == fields[0]:
+                break
+        stats: dict[str, Any] = {}
+        with contextlib.suppress(ValueError):
+            decoded = json.loads(blob) if blob else {}
+            stats = decoded if isinstance(decoded, dict) else {}
+        pid, state, started, heartbeat, requests, in_flight, conns, lag, blocked = fields[1:-1]
+        return SlotView(
+            pid, state, started, heartbeat, requests, in_flight, conns, lag, blocked, stats
+        )
+
+    def write(self, index: int, view: SlotView) -> None:
+        """Write slot `index` (worker: its own slot; master: only to clear it)."""
+        base = index * SLOT_SIZE
+        blob = json.dumps(view.stats, default=str).encode() if view.stats else b""
+        if len(blob) > BLOB_SIZE:
+            blob = json.dumps({"truncated": True}).encode()
+        seq = _HEADER.unpack_from(self._map, base)[0]
+        struct.pack_into("<Q", self._map, base, seq + 1)
+        _HEADER.pack_into(
+            self._map,
+            base,
+            seq + 1,
+            view.pid,
+            view.state,
+            view.started,
+            view.heartbeat,
+            view.requests,
+            view.in_flight,
+            view.connections,
+            view.max_lag_ms,
+            view.blocked_episodes,
+            len(blob),
+        )
+        self._map[base + _HEADER.size : base + _HEADER.size + len(blob)] = blob
+        struct.pack_into("<Q", self._map, base, seq + 2)
+
+
+class WorkerSlot:
+    """The worker's side of its scoreboard slot: keeps its own copy and publishes it."""
+
+    def __init__(self, board: Scoreboard, index: int) -> None:
+        self.board = board
+        self.index = index
+        self.view = SlotView(pid=os.getpid(), state=BOOTING, started=time.time())
+        self.publish()
+
+    def publish(self, **changes: Any) -> None:
+        """Apply `changes` (SlotView field names) and write the slot; stamps the heartbeat."""
+        for name, value in changes.items():
+            setattr(self.view, name, value)
+        self.view.heartbeat = time.monotonic()
+        self.board.write(self.index, self.view)
+
+
+class EventWriter:
+    """Worker end of the event pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, event: str, **fields: Any) -> None:
+        """Send one event; a master that is gone is ignored (the worker will notice it)."""
+        line = json.dumps({"event": event, **fields}).encode() + b"\n"
+        with contextlib.suppress(OSError):
+            while line:
+                line = line[os.write(self.fd, line) :]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class EventReader:
+    """Master end of the event pipe (non-blocking)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.eof = False
+        self._buffer = b""
+        os.set_blocking(fd, False)
+
+    def read_events(self) -> list[dict[str, Any]]:
+        """Every complete event available now; sets `eof` when the worker closed its end."""
+        while not self.eof:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                break
+            self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        events: list[dict[str, Any]] = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                decoded = json.loads(line)
+                if isinstance(decoded, dict):
+                    events.append(decoded)
+        return events
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)

@@ -1,0 +1,192 @@
+"""Merge the launcher's settings from defaults, `--config` TOML, `TORNADO_RUN_*` environment
+variables and the command line (in that order of precedence), validating every value."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import prod_options
+from .errors import BadValue, UsageError
+from .options import OPTIONS, OPTIONS_BY_NAME, Option, parse_workers
+from .sockets import BindSpec
+
+CONFIG_ENV = "TORNADO_RUN_CONFIG"
+TABLES = ("server", "pools", "logging")
+_APP_SPEC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a master and its workers need, validated."""
+
+    app: str
+    workers: int | str
+    bind: tuple[BindSpec, ...]
+    loop: str
+    graceful_timeout: float
+    backlog: int
+    pid: Path | None
+    log_level: str
+    access_log: bool
+    proxy_headers: bool
+    forwarded_allow_ips: tuple[str, ...]
+    idle_timeout: float
+    body_timeout: float
+    max_body_size: int
+    factory: bool
+    app_dir: Path
+    no_master: bool
+    # production master (issue 5): parsed and documented in prod_options.py
+    timeout: float = 30.0
+    block_warn: float = 0.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_memory: float = 0.0
+    max_lifetime: float = 0.0
+    max_lifetime_jitter: float = 0.0
+    reuse_port: bool = False
+    metrics: str | None = None
+    control: str | None = None
+    user: str | None = None
+    group: str | None = None
+    umask: int | None = None
+    reload: bool = False
+    bind_given: bool = False  # --bind came from some source (else systemd sockets may be used)
+    check: bool = False
+    config_file: Path | None = None
+    pools: dict[str, Any] = field(default_factory=dict)
+    logging: dict[str, Any] | None = None
+
+    def pools_json(self) -> str:
+        """The `[pools]` table as JSON for the workers' environment."""
+        return json.dumps(self.pools, default=str)
+
+
+def load_settings(
+    app: str,
+    cli: Mapping[str, object],
+    config_path: str | None = None,
+    check: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build `Settings`; raise `UsageError` (one line naming key, value, allowed) on bad input.
+
+    `cli` maps option names to raw command-line values (absent or None: not given).
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {option.name: option.default for option in OPTIONS}
+    given: set[str] = set()
+    if env.get("WEB_CONCURRENCY"):
+        raw = env["WEB_CONCURRENCY"]
+        values["workers"] = _parse(OPTIONS_BY_NAME["workers"], raw, f"WEB_CONCURRENCY={raw!r}")
+    path = config_path or env.get(CONFIG_ENV) or None
+    tables: dict[str, Any] = {}
+    if path:
+        tables = read_config_file(Path(path))
+        for key, raw in tables.get("server", {}).items():
+            option = OPTIONS_BY_NAME[key]
+            values[key] = _parse(option, raw, f"{key} = {raw!r} ([server] in {path})")
+            given.add(key)
+    for option in OPTIONS:
+        if option.env in env:
+            raw_env = env[option.env]
+            values[option.name] = _parse(option, raw_env, f"{option.env}={raw_env!r}")
+            given.add(option.name)
+    for name, raw_cli in cli.items():
+        if raw_cli is None:
+            continue
+        option = OPTIONS_BY_NAME[name]
+        if option.repeatable and isinstance(raw_cli, list):
+            parsed = [_parse(option, item, f"{option.flag} {item!r}") for item in raw_cli]
+            values[name] = tuple(spec for group in parsed for spec in group)
+        else:
+            values[name] = _parse(option, raw_cli, f"{option.flag} {raw_cli!r}")
+        given.add(name)
+    settings = Settings(
+        app=app,
+        bind_given="bind" in given,
+        check=check,
+        config_file=Path(path) if path else None,
+        pools=dict(tables.get("pools", {})),
+        logging=tables.get("logging"),
+        **values,
+    )
+    validate(settings)
+    return settings
+
+
+def _parse(option: Option, raw: object, where: str) -> Any:
+    try:
+        return option.parse(raw)
+    except BadValue as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read and check the TOML file's tables and `[server]` keys (values are parsed later)."""
+    where = f"--config {path}"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{where}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{where}: cannot read the file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{where}: invalid TOML: {exc}") from None
+    for name, value in data.items():
+        if name not in TABLES:
+            raise UsageError(
+                f"{where}: unknown table or key '{name}' at the top level; "
+                f"allowed tables: {', '.join(f'[{table}]' for table in TABLES)}"
+            )
+        if not isinstance(value, dict):
+            raise UsageError(f"{where}: '{name}' must be a table ([{name}]), not a single value")
+    server = {key.replace("-", "_"): value for key, value in data.get("server", {}).items()}
+    for key in server:
+        if key not in OPTIONS_BY_NAME:
+            close = difflib.get_close_matches(key, list(OPTIONS_BY_NAME), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UsageError(
+                f"{where}: unknown key '{key}' in [server]{hint} "
+                f"(known keys: {', '.join(OPTIONS_BY_NAME)})"
+            )
+    data["server"] = server
+    logging_table = data.get("logging")
+    if logging_table is not None and logging_table.get("version") != 1:
+        raise UsageError(
+            f"{where}: [logging] must be a logging.config.dictConfig table with version = 1"
+        )
+    return data
+
+
+def validate(settings: Settings) -> None:
+    """Checks that need several values or the file system; raise `UsageError`."""
+    if not _APP_SPEC.fullmatch(settings.app):
+        raise UsageError(
+            f"application {settings.app!r} is not allowed: use MODULE:ATTR, e.g. myapp:application"
+        )
+    if not settings.app_dir.is_dir():
+        raise UsageError(f"--app-dir {str(settings.app_dir)!r}: no such directory")
+    if settings.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise UsageError(
+            "--loop 'uvloop': uvloop is not installed (pip install uvloop), "
+            "use --loop auto or asyncio"
+        )
+    prod_options.validate(settings)
+    if settings.no_master and settings.workers not in (1, "auto") and settings.workers != 1:
+        raise UsageError(
+            f"--workers {settings.workers} with --no-master: a single process serves; "
+            "drop --workers or the --no-master flag"
+        )
+
+
+__all__ = ["CONFIG_ENV", "Settings", "load_settings", "parse_workers", "read_config_file"]

@@ -1,0 +1,324 @@
+"""The production master's share of supervision (issue 5), driven by `master.py`'s loop.
+
+`Production` owns what the master does beside forking and reaping: the control socket
+(`tornado-run status`) and `--metrics` endpoint, `--max-requests`/`--max-memory`/
+`--max-lifetime` verdicts, the heartbeat `--timeout` (stack dump, then SIGKILL) and `--reload`.
+It never forks, starts no thread and no event loop; the master calls `check()` each turn of its
+loop and acts on the returned `Decision`s with its own restart machinery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import control, reuseport
+from .channel import READY
+from .errors import UsageError
+from .metrics import metrics_server
+from .pollserver import PollServer
+from .recycling import RecyclePolicy, Recycler
+from .reloader import SourceWatcher
+from .snapshot import ProcessSampler, Snapshot, WorkerSnapshot, worker_figures
+from .watchdog import STACK_DUMP_SIGNAL
+
+log = logging.getLogger("tornado_run.master")
+
+DUMP_GRACE = 0.5
+"""Seconds between asking a hung worker for its stacks and killing it."""
+RETRY_AFTER = 30.0
+"""Seconds before recycling a worker again after its replacement failed to boot."""
+
+
+@dataclass(frozen=True)
+class WorkerRef:
+    """What the master tells `Production` about one live worker; `slot` is its SlotView."""
+
+    worker_id: int
+    pid: int
+    slot: Any
+
+
+@dataclass(frozen=True)
+class Decision:
+    """`kind` is "recycle" (replace this worker, replacement first) or "reload" (all)."""
+
+    kind: str
+    reason: str
+    worker_id: int = -1
+    pid: int = 0
+
+
+class Production:
+    """Per-master state; `workers` returns the live workers whenever a snapshot is needed."""
+
+    def __init__(
+        self, settings: Any, workers: Callable[[], list[WorkerRef]], version: str = ""
+    ) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.version = version
+        self.started = time.monotonic()
+        self.restarts: dict[str, int] = {}
+        self.policy = RecyclePolicy(
+            max_requests=getattr(settings, "max_requests", 0),
+            max_requests_jitter=getattr(settings, "max_requests_jitter", 0),
+            max_memory_mib=getattr(settings, "max_memory", 0),
+            max_lifetime=getattr(settings, "max_lifetime", 0),
+            max_lifetime_jitter=getattr(settings, "max_lifetime_jitter", 0),
+        )
+        self.timeout: float = getattr(settings, "timeout", 0) or 0
+        self._recyclers: dict[int, Recycler] = {}
+        self._decided: dict[int, float] = {}  # pid -> when it may be recycled again
+        self._kill_at: dict[int, float] = {}
+        self._hung: set[int] = set()
+        self._sampler = ProcessSampler()
+        self._servers: list[PollServer] = []
+        self.control_path: Path | None = None
+        self._watcher: SourceWatcher | None = None
+
+    def open(self) -> None:
+        """Bind the control socket and --metrics; raises UsageError naming what failed."""
+        self.control_path = control.control_path(
+            getattr(self.settings, "control", None),
+            str(self.settings.pid) if getattr(self.settings, "pid", None) else None,
+            os.getpid(),
+        )
+        try:
+            self._servers.append(control.control_server(self.control_path, self.snapshot))
+        except OSError as exc:
+            raise UsageError(f"--control {str(self.control_path)!r}: {exc}") from None
+        address = getattr(self.settings, "metrics", None)
+        if address:
+            try:
+                self._servers.append(metrics_server(address, self.snapshot))
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"--metrics {address!r}: {exc}") from None
+            log.info("metrics on http://%s/metrics", address)
+        if getattr(self.settings, "reload", False):
+            self._watcher = SourceWatcher([self.settings.app_dir])
+            log.info("--reload: watching %d files", self._watcher.watched)
+        if getattr(self.settings, "reuse_port", False):
+            reuseport.warn_without_migration()
+
+    def fds(self) -> list[int]:
+        """Descriptors the master waits on; call `service()` when one is readable."""
+        return [server.fileno() for server in self._servers]
+
+    def service(self) -> None:
+        """Answer status and metrics clients without blocking."""
+        for server in self._servers:
+            server.service()
+
+    def close_in_child(self) -> None:
+        """In a freshly forked worker: close the master's servers without unlinking anything."""
+        for server in self._servers:
+            with contextlib.suppress(OSError):
+                server.listener.close()
+                os.close(server.fileno())
+        self._servers = []
+
+    def close(self) -> None:
+        """At the master's exit: close servers and remove the control socket."""
+        for server in self._servers:
+            server.close()
+        self._servers = []
+        if self.control_path is not None:
+            control.remove(self.control_path)
+
+    def worker_started(self, pid: int) -> None:
+        """Start the worker's recycling clock."""
+        if self.policy.enabled:
+            self._recyclers[pid] = Recycler(self.policy, pid)
+
+    def worker_gone(self, pid: int, reason: str) -> str:
+        """Forget the worker; count its replacement under `reason` (e.g. "crash", "reload"),
+        or "timeout" if it was killed for a missed heartbeat. Returns the reason counted."""
+        self._recyclers.pop(pid, None)
+        self._decided.pop(pid, None)
+        self._kill_at.pop(pid, None)
+        if pid in self._hung:
+            self._hung.discard(pid)
+            reason = "timeout"
+        self.restarts[reason] = self.restarts.get(reason, 0) + 1
+        return reason
+
+    def recycle_failed(self, pid: int, retry_after: float = RETRY_AFTER) -> None:
+        """The replacement for `pid` did not come up: keep it and decide again later."""
+        self._decided[pid] = time.monotonic() + retry_after
+
+    def check(self, now: float | None = None) -> list[Decision]:
+        """Recycling verdicts, hung workers (dumped, then killed: the master sees a death) and
+        --reload triggers due now."""
+        now = time.monotonic() if now is None else now
+        decisions: list[Decision] = []
+        for ref in self.workers():
+            self._check_heartbeat(ref, now)
+            recycler = self._recyclers.get(ref.pid)
+            if recycler is None or ref.slot.state != READY:
+                continue
+            if now < self._decided.get(ref.pid, 0.0):
+                continue
+            reason = recycler.check(ref.slot.requests, now)
+            if reason is not None:
+                self._decided[ref.pid] = float("inf")
+                decisions.append(Decision("recycle", reason, ref.worker_id, ref.pid))
+        self._kill_overdue(now)
+        if self._watcher is not None:
+            changed = self._watcher.poll(now)
+            if changed:
+                names = ", ".join(str(p) for p in changed[:3]) + (" ..." if changed[3:] else "")
+                decisions.append(Decision("reload", f"--reload: changed {names}"))
+        return decisions
+
+    def wait_timeout(self) -> float:
+        """The longest the master may sleep before `check()` has something to do."""
+        return 0.1 if self._kill_at else 0.5
+
+    def _check_heartbeat(self, ref: WorkerRef, now: float) -> None:
+        beat = ref.slot.heartbeat
+        if not self.timeout or ref.slot.state != READY or not beat or ref.pid in self._kill_at:
+            return
+        silent = now - beat
+        if silent <= self.timeout:
+            return
+        log.error(
+            "worker %d (pid %d): no heartbeat for %.1f s (--timeout %g); its stacks follow, "
+            "then it is killed and replaced",
+            ref.worker_id,
+            ref.pid,
+            silent,
+            self.timeout,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(ref.pid, STACK_DUMP_SIGNAL)
+        self._kill_at[ref.pid] = now + DUMP_GRACE
+        self._hung.add(ref.pid)
+
+    def _kill_overdue(self, now: float) -> None:
+        for pid, when in list(self._kill_at.items()):
+            if now >= when:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                del self._kill_at[pid]
+
+    def timed_out(self, pid: int) -> bool:
+        """True if `pid` was killed for a missed heartbeat (for the master's death log)."""
+        return pid in self._hung
+
+    def snapshot(self) -> Snapshot:
+        """The current status of every worker (RSS and CPU % sampled now)."""
+        refs = self.workers()
+        self._sampler.forget_except({ref.pid for ref in refs})
+        return Snapshot(
+            master_pid=os.getpid(),
+            uptime=time.monotonic() - self.started,
+            workers=[self._worker_snapshot(ref) for ref in refs],
+            restarts=dict(self.restarts),
+            version=self.version,
+        )
+
+    def _worker_snapshot(self, ref: WorkerRef) -> WorkerSnapshot:
+        slot = ref.slot
+        rss, cpu = self._sampler.sample(ref.pid)
+        figures = worker_figures(slot.stats if isinstance(slot.stats, dict) else {})
+        return WorkerSnapshot(
+            worker_id=ref.worker_id,
+            pid=ref.pid,
+            age=max(0.0, time.time() - slot.started) if slot.started else 0.0,
+            state=slot.state_name,
+            requests=slot.requests,
+            in_flight=slot.in_flight,
+            rss=rss,
+            cpu_percent=cpu,
+            max_lag_ms=max(float(slot.max_lag_ms), figures["max_lag_ms"]),
+            blocked_episodes=max(int(slot.blocked_episodes), figures["blocked_episodes"]),
+            pools=figures["pools"],
+        )
+
+
+def attach(master: Any) -> Production:
+    """Wire `Production` into a `master.Master` before it runs: its servers become extra
+    readers, its checks a tick hook, and every forked worker gets `prod_worker.prepare` (own
+    reuse-port sockets, umask, identity, stack dump) and the loop watchdog's tick hook.
+
+    Raises UsageError when the control socket or --metrics cannot be bound.
+    """
+    prod = Production(master.settings, lambda: _refs(master), version=_version())
+    prod.open()
+    for fd in prod.fds():
+        master.extra_readers[fd] = prod.service
+    master.tick_hooks.append(_MasterHook(prod).on_turn)
+    master.child_hooks.append(lambda ctx: _prepare_child(prod, ctx))
+    return prod
+
+
+def _refs(master: Any) -> list[WorkerRef]:
+    return [WorkerRef(w.worker_id, w.pid, slot) for w, slot in master.views()]
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _prepare_child(prod: Production, ctx: Any) -> None:
+    from . import prod_worker
+
+    prod.close_in_child()
+    ctx.sockets = prod_worker.prepare(ctx.settings, ctx.sockets)
+    ctx.tick_hooks.append(prod_worker.loop_hook(ctx.settings))
+
+
+class _MasterHook:
+    """Runs on every turn of the master's loop: acts on decisions, notices deaths."""
+
+    def __init__(self, prod: Production) -> None:
+        self.prod = prod
+        self.known: dict[int, bool] = {}  # pid -> was retiring at the last turn
+        self.recycling: dict[int, str] = {}  # pid -> reason of its pending recycle
+
+    def on_turn(self, master: Any) -> None:
+        self._notice_deaths(master)
+        if master.stopping:
+            return
+        for decision in self.prod.check():
+            if decision.kind == "reload":
+                log.info("%s; reloading workers", decision.reason)
+                master.handle_hup()
+                continue
+            worker = master.workers.get(decision.pid)
+            if worker is None or worker.retiring:
+                continue
+            log.info(
+                "recycling worker %d (pid %d): %s; its replacement starts first",
+                worker.worker_id,
+                worker.pid,
+                decision.reason,
+            )
+            # Marking it as of an older generation hands it to the rolling replacement.
+            worker.generation = min(worker.generation, master.generation - 1)
+            self.recycling[worker.pid] = decision.reason.split(":", 1)[0]
+        for pid in list(self.recycling):
+            if master.reload_abandoned == master.generation and pid in master.workers:
+                self.prod.recycle_failed(pid)
+
+    def _notice_deaths(self, master: Any) -> None:
+        for pid, was_retiring in list(self.known.items()):
+            if pid in master.workers:
+                continue
+            del self.known[pid]
+            reason = self.recycling.pop(pid, None) or ("reload" if was_retiring else "crash")
+            self.prod.worker_gone(pid, reason)
+        for pid, worker in master.workers.items():
+            if pid not in self.known:
+                self.prod.worker_started(pid)
+            self.known[pid] = worker.retiring

@@ -1,0 +1,148 @@
+"""`--reuse-port`: one `SO_REUSEPORT` listening socket per worker, so the kernel spreads
+connections evenly instead of letting the busiest worker take them all.
+
+The master calls `reserve` for each TCP address: a socket bound with SO_REUSEPORT that never
+listens. Linux gives connections only to listening sockets of the group, so the reservation
+takes none, yet the port stays taken (another program cannot bind it) and port 0 resolves once
+for every worker. Each worker calls `listen_socket` after the fork, before it drops privileges
+(the kernel only groups sockets created by the same user).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tornado.netutil import bind_sockets
+
+from .errors import UsageError
+
+log = logging.getLogger("tornado_run.reuseport")
+
+MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def supported() -> bool:
+    """True when this platform has SO_REUSEPORT with load balancing (Linux >= 3.9)."""
+    return hasattr(socket, "SO_REUSEPORT")
+
+
+def _addresses(host: str, port: int) -> list[tuple[int, int, int, tuple[object, ...]]]:
+    infos = socket.getaddrinfo(
+        host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )
+    unique = {(family, kind, proto, address): None for family, kind, proto, _, address in infos}
+    return [(f, k, p, tuple(a)) for f, k, p, a in unique]
+
+
+def reserve(host: str, port: int) -> list[socket.socket]:
+    """Bind (without listening) SO_REUSEPORT sockets on every address of host:port.
+
+    With `port` 0 every address gets the port the first one drew; `getsockname()` tells it.
+    Raises OSError (e.g. address in use) like a plain bind would, closing what it bound.
+    """
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, address in _addresses(host, port):
+            if bound and port == 0:
+                address = (address[0], bound[0].getsockname()[1], *address[2:])
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                # "localhost" may resolve to ::1 on a host without IPv6, as Tornado allows.
+                if exc.errno != errno.EADDRNOTAVAIL or family != socket.AF_INET6:
+                    raise
+                bound.pop().close()
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def listen_sockets(host: str, port: int, backlog: int = 1024) -> list[socket.socket]:
+    """Create this worker's own non-blocking listening sockets on host:port (a real port)."""
+    return bind_sockets(port, host or None, backlog=backlog, reuse_port=True)
+
+
+def bind_for_workers(
+    specs: Iterable[Any],
+    backlog: int,
+    bind_all: Callable[[tuple[Any, ...], int], list[socket.socket]],
+) -> list[socket.socket]:
+    """In the master: reserve every TCP `--bind` spec; bind the others (unix, fd://) with
+    `bind_all`, shared as usual. Raises UsageError naming the address that failed."""
+    result: list[socket.socket] = []
+    try:
+        for spec in specs:
+            if spec.kind != "tcp":
+                result.extend(bind_all((spec,), backlog))
+                continue
+            try:
+                result.extend(reserve(spec.host, spec.port))
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise UsageError(f"--bind {spec.text}: {reason} (with --reuse-port)") from None
+    except BaseException:
+        for sock in result:
+            sock.close()
+        raise
+    return result
+
+
+def is_reservation(sock: socket.socket) -> bool:
+    """True for a TCP socket bound with SO_REUSEPORT that does not listen (made by `reserve`)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+    except OSError:
+        return False
+    return bool(reuse) and not listening
+
+
+def worker_sockets(inherited: list[socket.socket], backlog: int) -> list[socket.socket]:
+    """In a worker after the fork: replace each inherited reservation by this worker's own
+    listening socket on the same address; other sockets (shared, unix, fd://) pass through.
+
+    The worker's copies of the reservations are closed (the master keeps its own).
+    """
+    result: list[socket.socket] = []
+    for sock in inherited:
+        if not is_reservation(sock):
+            result.append(sock)
+            continue
+        host, port = sock.getsockname()[:2]
+        sock.close()
+        result.extend(listen_sockets(host, port, backlog))
+    return result
+
+
+def migration_enabled(path: Path = MIGRATE_REQ) -> bool | None:
+    """Whether the kernel moves queued connections of a closing listener to its siblings
+    (`net.ipv4.tcp_migrate_req`); None when the kernel does not have the setting."""
+    try:
+        return path.read_text().strip() != "0"
+    except OSError:
+        return None
+
+
+def warn_without_migration(path: Path = MIGRATE_REQ) -> bool:
+    """Log a warning when migration is off; returns True if it warned."""
+    if migration_enabled(path) is not False:
+        return False
+    log.warning(
+        "--reuse-port: net.ipv4.tcp_migrate_req is 0, so connections still queued in a worker "
+        "that exits or crashes are reset; enable it with `sysctl -w net.ipv4.tcp_migrate_req=1`"
+    )
+    return True

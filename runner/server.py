@@ -1,0 +1,150 @@
+"""The worker's HTTP server: Tornado's HTTPServer plus request counting, forwarded headers
+trusted per peer, and a drain that loses no request.
+
+No per-request wrapper: `start_request` only counts and remembers the connection's current
+`HTTP1Connection` (a dict store), which is all the drain needs to tell busy from idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
+
+IDLE_GRACE = 0.5
+"""Seconds an idle keep-alive connection gets to send one more request (answered with
+`Connection: close`) before it is half-closed."""
+_POLL = 0.05
+
+
+class ProxyTrust:
+    """Which peers may set X-Forwarded-For/-Proto and X-Real-Ip. Unix-socket peers are local
+    processes behind file permissions, so they are trusted."""
+
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        self.any = "*" in allowed
+        self.networks = [
+            ipaddress.ip_network(item, strict=False) for item in allowed if item != "*"
+        ]
+
+    def allows(self, address: Any) -> bool:
+        if self.any or not isinstance(address, tuple):
+            return True
+        try:
+            ip = ipaddress.ip_address(address[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.networks)
+
+
+class DrainingHTTPServer(HTTPServer):
+    """HTTPServer that counts requests and can `drain()`. Extra keyword: `proxy_trust`
+    (a `ProxyTrust`, or None to ignore forwarded headers from everyone)."""
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        self._trust: ProxyTrust | None = kwargs.pop("proxy_trust", None)
+        kwargs["xheaders"] = False  # decided per connection in start_request
+        super().initialize(*args, **kwargs)
+        self.requests = 0
+        self.draining = False
+        self._current: dict[object, HTTP1Connection] = {}
+        self._trusted: set[IOStream] = set()
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        if self._trust is not None and self._trust.allows(address):
+            self._trusted.add(stream)
+        super().handle_stream(stream, address)
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        self.requests += 1
+        self._current[server_conn] = cast(HTTP1Connection, request_conn)
+        if self._trust is not None:
+            # Single-threaded: the flag is read by the super call right below.
+            self.xheaders = cast(HTTP1ServerConnection, server_conn).stream in self._trusted
+        return super().start_request(server_conn, request_conn)
+
+    def on_close(self, server_conn: object) -> None:
+        self._current.pop(server_conn, None)
+        self._trusted.discard(cast(HTTP1ServerConnection, server_conn).stream)
+        super().on_close(server_conn)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def in_flight(self) -> int:
+        """Requests whose headers were read and whose response is not finished."""
+        return sum(1 for conn in self._current.values() if _busy(conn))
+
+    async def drain(self, timeout: float, on_progress: Callable[[], None] | None = None) -> int:
+        """Stop accepting, let in-flight requests finish (answered with `Connection: close`),
+        half-close idle keep-alive connections, and wait up to `timeout` seconds for every
+        connection to end. Returns how many had to be closed at the deadline."""
+        deadline = time.monotonic() + timeout
+        self.draining = True
+        self.stop()
+        self.conn_params.no_keep_alive = True  # every request read from now on gets a close
+        idle: list[HTTP1ServerConnection] = []
+        for server_conn in list(self._connections):
+            conn = self._current.get(server_conn)
+            if conn is not None and _busy(conn):
+                conn._disconnect_on_finish = True
+            else:
+                idle.append(server_conn)
+        grace = min(deadline, time.monotonic() + IDLE_GRACE)
+        await self._wait_until(grace, lambda: not any(c in self._connections for c in idle))
+        for server_conn in idle:
+            if self._still_idle(server_conn):
+                _half_close(server_conn.stream)
+        await self._wait_until(deadline, lambda: not self._connections, on_progress)
+        leftover = len(self._connections)
+        for server_conn in list(self._connections):
+            server_conn.stream.close()
+        return leftover
+
+    def _still_idle(self, server_conn: HTTP1ServerConnection) -> bool:
+        """No request started since the drain began (any request read since then closes its
+        connection when answered) and no partial request waiting in the buffer."""
+        if server_conn not in self._connections:
+            return False
+        conn = self._current.get(server_conn)
+        if conn is not None and conn._request_start_line is not None:
+            return False
+        return getattr(server_conn.stream, "_read_buffer_size", 0) == 0
+
+    async def _wait_until(
+        self,
+        deadline: float,
+        done: Callable[[], bool],
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
+        while not done() and time.monotonic() < deadline:
+            if on_progress is not None:
+                on_progress()
+            await asyncio.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
+
+
+def _busy(conn: HTTP1Connection) -> bool:
+    return conn._request_start_line is not None and not conn._finish_future.done()
+
+
+def _half_close(stream: IOStream) -> None:
+    """Send FIN and keep reading: the client sees the end, and its close ends the connection
+    without the reset a full close could cause."""
+    sock = stream.socket
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)

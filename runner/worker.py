@@ -1,0 +1,218 @@
+"""A worker process: choose the loop, load the app, serve on the inherited sockets, report
+readiness and heartbeats to the master, and drain before exiting on TERM.
+
+`run_worker` is also the whole server in `--no-master` mode (then there is no master to
+report to, and the sockets are this process's own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tornado.httputil import HTTPServerConnectionDelegate
+from tornado.ioloop import PeriodicCallback
+
+from . import lifecycle
+from .appload import load_application
+from .channel import DRAINING, READY, EventWriter, Scoreboard, WorkerSlot
+from .config import Settings
+from .errors import EXIT_FAILURE, EXIT_OK, RunnerError, format_error
+from .server import DrainingHTTPServer, ProxyTrust
+
+log = logging.getLogger("tornado_run.worker")
+
+TICK_SECONDS = 0.5
+"""How often the loop stamps its heartbeat, publishes counters and checks its parent."""
+_PR_SET_PDEATHSIG = 1
+_IGNORED_SIGNALS = ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGUSR2", "SIGWINCH")
+
+
+@dataclass
+class WorkerContext:
+    """What a worker gets from its master (or from the CLI with --no-master)."""
+
+    settings: Settings
+    sockets: list[socket.socket]
+    worker_id: int = 0
+    worker_count: int = 1
+    cpu_share: int = 1
+    master_pid: int | None = None  # None: --no-master
+    board: Scoreboard | None = None
+    slot: int | None = None
+    events_fd: int | None = None
+    tick_hooks: list[Callable[[Worker], None]] = field(default_factory=list)
+
+
+def run_worker(ctx: WorkerContext) -> int:
+    """Serve until told to stop; return the process exit code (0, 1, 2 or 3)."""
+    _export_environment(ctx)
+    if ctx.master_pid is not None:
+        _die_with_parent(ctx.master_pid)
+    try:
+        factory = loop_factory(ctx.settings.loop)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(Worker(ctx).serve())
+    except Exception:
+        log.exception("worker %d failed", ctx.worker_id)
+        return EXIT_FAILURE
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop constructor for --loop (auto: uvloop when it imports)."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+            return new_loop
+    return asyncio.new_event_loop
+
+
+def _export_environment(ctx: WorkerContext) -> None:
+    os.environ[lifecycle.ENV_WORKER_COUNT] = str(ctx.worker_count)
+    os.environ[lifecycle.ENV_CPU_SHARE] = str(ctx.cpu_share)
+    os.environ[lifecycle.ENV_GRACEFUL_TIMEOUT] = str(ctx.settings.graceful_timeout)
+    os.environ[lifecycle.ENV_POOLS_CONFIG] = ctx.settings.pools_json()
+
+
+def _die_with_parent(master_pid: int) -> None:
+    """Have the kernel kill this worker when the master dies (Linux); the tick checks too."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable; relying on the parent check")
+    if os.getppid() != master_pid:
+        os._exit(EXIT_FAILURE)
+
+
+class Worker:
+    """One serving process; `serve()` is its main coroutine."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.server: DrainingHTTPServer | None = None
+        self.slot = (
+            WorkerSlot(ctx.board, ctx.slot)
+            if ctx.board is not None and ctx.slot is not None
+            else None
+        )
+        self.events = EventWriter(ctx.events_fd) if ctx.events_fd is not None else None
+        self._stop = asyncio.Event()
+        self._stopping = False
+
+    async def serve(self) -> int:
+        self._install_signals()
+        try:
+            app = await load_application(
+                self.settings.app, self.settings.app_dir, self.settings.factory
+            )
+        except RunnerError as exc:
+            return self._boot_failed(exc)
+        self.server = self._build_server(app)
+        self.server.add_sockets(self.ctx.sockets)
+        ticker = PeriodicCallback(self.tick, TICK_SECONDS * 1000)
+        ticker.start()
+        self._publish(state=READY)
+        if self.events is not None:
+            self.events.send("ready", pid=os.getpid())
+        if self.ctx.master_pid is None:
+            log.info("Ready: serving without a master (pid %d)", os.getpid())
+        await self._stop.wait()
+        return await self._shutdown(ticker)
+
+    def _boot_failed(self, exc: RunnerError) -> int:
+        message = str(exc)
+        if self.events is not None:
+            self.events.send("failed", code=exc.code, message=message)
+        else:
+            sys.stderr.write(format_error(message))
+        return exc.code
+
+    def _build_server(self, app: HTTPServerConnectionDelegate) -> DrainingHTTPServer:
+        s = self.settings
+        trust = ProxyTrust(s.forwarded_allow_ips) if s.proxy_headers else None
+        return DrainingHTTPServer(
+            app,
+            proxy_trust=trust,
+            idle_connection_timeout=s.idle_timeout,
+            body_timeout=s.body_timeout,
+            max_body_size=s.max_body_size,
+            max_buffer_size=max(s.max_body_size, 1 << 20),
+        )
+
+    async def _shutdown(self, ticker: PeriodicCallback) -> int:
+        assert self.server is not None
+        started = time.monotonic()
+        timeout = self.settings.graceful_timeout
+        self._publish(state=DRAINING)
+        leftover = await self.server.drain(timeout)
+        if leftover:
+            log.warning(
+                "worker %d: closed %d connection(s) still open at the graceful timeout (%gs)",
+                self.ctx.worker_id,
+                leftover,
+                timeout,
+            )
+        remaining = max(0.0, timeout - (time.monotonic() - started))
+        await lifecycle.run_shutdown_hooks(remaining)
+        ticker.stop()
+        return EXIT_OK
+
+    def tick(self) -> None:
+        """Runs on the loop: stamp the heartbeat, publish counters, check the parent."""
+        if self.ctx.master_pid is not None and os.getppid() != self.ctx.master_pid:
+            log.warning("worker %d: the master is gone; exiting", self.ctx.worker_id)
+            os._exit(EXIT_FAILURE)
+        for hook in self.ctx.tick_hooks:
+            hook(self)
+        self._publish()
+
+    def _publish(self, **changes: object) -> None:
+        if self.slot is None:
+            return
+        server = self.server
+        if server is not None:
+            changes.setdefault("requests", server.requests)
+            changes.setdefault("in_flight", server.in_flight())
+            changes.setdefault("connections", server.connection_count)
+        changes.setdefault("stats", lifecycle.collect_stats())
+        self.slot.publish(**changes)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self._on_int)
+        loop.add_signal_handler(signal.SIGQUIT, self.stop_now)
+        for name in _IGNORED_SIGNALS:
+            if hasattr(signal, name):
+                loop.add_signal_handler(getattr(signal, name), lambda: None)
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (TERM, first INT)."""
+        self._stopping = True
+        self._stop.set()
+
+    def _on_int(self) -> None:
+        if self._stopping:
+            self.stop_now()
+        self.request_stop()
+
+    def stop_now(self) -> None:
+        """Immediate stop (QUIT, second INT): exit without draining."""
+        logging.shutdown()
+        os._exit(EXIT_OK)

@@ -1,0 +1,40 @@
+"""Test app: /pid, /sleep?s=, /loop, /ip, /version; used by the runner tests."""
+
+import asyncio
+import os
+
+import tornado.web
+
+VERSION = "v1"
+
+
+class Pid(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write({"pid": os.getpid(), "version": VERSION})
+
+
+class Sleep(tornado.web.RequestHandler):
+    async def get(self) -> None:
+        await asyncio.sleep(float(self.get_argument("s", "1")))
+        self.write({"pid": os.getpid(), "slept": True})
+
+
+class Loop(tornado.web.RequestHandler):
+    def get(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.write({"loop": f"{type(loop).__module__}.{type(loop).__name__}"})
+
+
+class Ip(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write({"remote_ip": self.request.remote_ip, "protocol": self.request.protocol})
+
+
+class Env(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write({k: v for k, v in os.environ.items() if k.startswith("TORNADO_RUN_")})
+
+
+application = tornado.web.Application(
+    [(r"/", Pid), (r"/pid", Pid), (r"/sleep", Sleep), (r"/loop", Loop), (r"/ip", Ip), (r"/env", Env)]
+)

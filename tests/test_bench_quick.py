@@ -1,0 +1,83 @@
+"""The benchmark's quick mode (the CI smoke test): every row yields a number or a one-line skip,
+and bad input is one line, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from examples_support import REPO_ROOT
+
+RUN = REPO_ROOT / "examples" / "bench" / "run.py"
+
+
+def _bench(
+    *args: str, path: str | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run(
+        [sys.executable, str(RUN), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["machine"]["usable_cores"] >= 1
+    return [row for section in payload["sections"] for row in section["rows"]]
+
+
+@pytest.mark.timeout(120)
+def test_quick_hello_section_measures_every_row(tmp_path: Path) -> None:
+    done = _bench("--quick", "--only", "hello", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    rows = _rows(tmp_path)
+    assert [row["name"] for row in rows][:3] == [
+        "raw bind_sockets + fork_processes(2)",
+        "tornado-run --workers 2 --loop asyncio",
+        "tornado-run --workers 2 --loop uvloop",
+    ]
+    for row in rows:
+        produced = row["values"].get("req_s") is not None and row["values"]["req_s"] > 0
+        assert produced or row["note"], f"row {row['name']} has neither a figure nor a reason"
+    tornado_run = rows[1]
+    assert tornado_run["note"] == ""
+    assert tornado_run["values"]["req_per_cpu_s"] > 0
+    assert tornado_run["values"]["pss_mib"] > 0
+    assert tornado_run["values"]["respawn_ms"] is not None
+    assert "| tornado-run --workers 2 --loop asyncio |" in done.stdout
+    assert (tmp_path / "chart.png").stat().st_size > 0
+
+
+def test_missing_load_tools_skip_each_row_with_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    done = _bench("--quick", "--only", "async", "--out", str(tmp_path), path=str(empty))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    rows = _rows(tmp_path)
+    assert rows
+    for row in rows:
+        assert "no load tool found" in row["note"]
+        assert "apt-get install wrk" in row["note"]
+        assert "\n" not in row["note"]
+
+
+def test_unknown_section_is_a_usage_error(tmp_path: Path) -> None:
+    done = _bench("--only", "helo", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert "'helo'" in done.stderr and "hello" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,350 @@
+"""The `dask` pool kind against a real dask.distributed LocalCluster (2 worker processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import tornado.httpclient
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+distributed = pytest.importorskip("distributed")
+
+import dask_support as ds  # noqa: E402
+from tornado_run.decorators import dask_pool, pools  # noqa: E402
+from tornado_run.decorators.dask_pool import ClusterUnavailable, DaskPool  # noqa: E402
+from tornado_run.decorators.errors import Overloaded  # noqa: E402
+from tornado_run.decorators.pool_api import PoolSpec  # noqa: E402
+from tornado_run.decorators.unblock import unblock  # noqa: E402
+from tornado_run.runner.lifecycle import ConfigurationError  # noqa: E402
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A real LocalCluster: scheduler in this process, 2 single-threaded worker processes."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    local = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+    )
+    try:
+        yield local
+    finally:
+        local.close(timeout=20)
+        assert ds.wait_no_stray_children(before) == []
+
+
+def make_pool(address: str, **spec: Any) -> DaskPool:
+    options = {"address": address, **spec.pop("options", {})}
+    return dask_pool.create_pool(PoolSpec(name="cluster", kind="dask", options=options, **spec))
+
+
+def test_results_come_back_from_cluster_worker_processes(cluster: Any) -> None:
+    async def scenario() -> tuple[list[int], set[int]]:
+        pool = make_pool(cluster.scheduler_address)
+        try:
+            squares = await asyncio.gather(
+                *(pool.run(ds.square, (n,), {}, timeout=20) for n in range(6))
+            )
+            pids = await asyncio.gather(
+                *(pool.run(ds.whoami, (), {}, timeout=20) for _ in range(4))
+            )
+            return list(squares), set(pids)
+        finally:
+            await pool.aclose(5)
+
+    squares, pids = ds.run_bounded(scenario())
+    assert squares == [0, 1, 4, 9, 16, 25]
+    assert os.getpid() not in pids
+    assert pids <= {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def test_identical_calls_are_not_deduplicated(cluster: Any) -> None:
+    async def scenario() -> list[str]:
+        pool = make_pool(cluster.scheduler_address)
+        try:
+            return [await pool.run(ds.fresh_token, (1,), {}, timeout=20) for _ in range(3)]
+        finally:
+            await pool.aclose(5)
+
+    tokens = ds.run_bounded(scenario())
+    assert len(set(tokens)) == 3
+
+
+def test_keyword_arguments_named_like_dask_options_reach_the_function(cluster: Any) -> None:
+    kwargs = {"key": "k", "pure": True, "workers": ["w"], "retries": 9, "priority": 3}
+
+    async def scenario() -> dict[str, Any]:
+        pool = make_pool(cluster.scheduler_address)
+        try:
+            echoed: dict[str, Any] = await pool.run(ds.echo_kwargs, (), dict(kwargs), timeout=20)
+            return echoed
+        finally:
+            await pool.aclose(5)
+
+    assert ds.run_bounded(scenario()) == kwargs
+
+
+def test_task_error_is_reraised_with_its_remote_traceback(cluster: Any) -> None:
+    async def scenario() -> BaseException:
+        pool = make_pool(cluster.scheduler_address)
+        try:
+            await pool.run(ds.fails_deep, (13,), {}, timeout=20)
+        except ValueError as exc:
+            return exc
+        finally:
+            await pool.aclose(5)
+        raise AssertionError("the task's ValueError was not raised")
+
+    error = ds.run_bounded(scenario())
+    assert str(error) == "value 13 is not allowed"
+    frames = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
+    assert frames[-2:] == ["fails_deep", "_check_input"]
+
+
+Work = Callable[[float], Awaitable[float]]
+
+
+class _SlowHandler(tornado.web.RequestHandler):
+    def initialize(self, work: Work) -> None:
+        self.work = work
+
+    async def get(self) -> None:
+        self.write({"slept": await self.work(float(self.get_argument("s")))})
+
+
+async def _serve_and_fetch(work: Work, paths: list[str]) -> list[int]:
+    """Serve `/slow?s=N` (awaits `work(N)`) on an ephemeral loopback port; fetch `paths`,
+    the first one alone, then the rest together; return the status codes in order."""
+    app = tornado.web.Application([(r"/slow", _SlowHandler, {"work": work})])
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets([sock])
+    port = sock.getsockname()[1]
+    http = tornado.httpclient.AsyncHTTPClient()
+    try:
+
+        async def fetch(path: str) -> int:
+            url = f"http://127.0.0.1:{port}{path}"
+            response = await http.fetch(url, raise_error=False, request_timeout=30)
+            return response.code
+
+        first = asyncio.ensure_future(fetch(paths[0]))
+        await asyncio.sleep(0.3)  # let the first call be admitted before the others
+        rest = await asyncio.gather(*(fetch(path) for path in paths[1:]))
+        return [await first, *rest]
+    finally:
+        server.stop()
+        http.close()
+
+
+def test_unblock_timeout_on_dask_pool_answers_504_and_cancels_the_task(cluster: Any) -> None:
+    pools.configure("dask_timeout_test", kind="dask", address=cluster.scheduler_address)
+    napping = unblock(pool="dask_timeout_test", timeout=0.5)(ds.nap)
+
+    async def scenario() -> tuple[list[int], dict[str, Any]]:
+        pool = pools.get("dask_timeout_test")
+        try:
+            codes = await _serve_and_fetch(napping, ["/slow?s=3", "/slow?s=0.01"])
+            return codes, dict(pool.stats())
+        finally:
+            await pool.aclose(5)
+
+    started = time.monotonic()
+    codes, stats = ds.run_bounded(scenario())
+    assert codes == [504, 200]
+    assert stats["kind"] == "dask"
+    assert stats["timed_out"] == 1 and stats["completed"] == 1 and stats["abandoned"] == 1
+    assert stats["busy"] == 0 and stats["queued"] == 0
+    assert time.monotonic() - started < 30  # answered on its timeout, not after the nap
+
+
+def test_calls_past_max_pending_are_shed_with_503(cluster: Any) -> None:
+    async def scenario() -> tuple[list[int], dict[str, Any], Overloaded]:
+        pool = make_pool(cluster.scheduler_address, max_pending=1)
+        try:
+
+            def work(seconds: float) -> Awaitable[float]:
+                return pool.run(ds.nap, (seconds,), {}, timeout=20)
+
+            codes = await _serve_and_fetch(work, ["/slow?s=1", "/slow?s=0"])
+            blocker = asyncio.ensure_future(pool.run(ds.nap, (0.5,), {}, timeout=20))
+            await asyncio.sleep(0.05)
+            try:
+                await pool.run(ds.nap, (0,), {}, timeout=20)
+            except Overloaded as exc:
+                shed = exc
+            else:
+                raise AssertionError("second call was admitted past max_pending=1")
+            await blocker
+            return codes, dict(pool.stats()), shed
+        finally:
+            await pool.aclose(5)
+
+    codes, stats, shed = ds.run_bounded(scenario())
+    assert codes == [200, 503]
+    assert stats["shed"] == 2 and stats["completed"] == 2
+    assert shed.retry_after is not None
+
+
+def test_worker_killed_mid_task_is_retried_elsewhere(cluster: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "first-worker.pid"
+
+    async def scenario() -> tuple[tuple[str, int], int]:
+        pool = make_pool(cluster.scheduler_address)
+        try:
+            call = asyncio.ensure_future(
+                pool.run(ds.dies_first_time, (str(marker),), {}, timeout=40)
+            )
+            text = await asyncio.to_thread(ds.wait_for_file, marker, 20)
+            victim = int(text)
+            os.kill(victim, signal.SIGKILL)
+            return await call, victim
+        finally:
+            await pool.aclose(5)
+
+    (attempt, pid), victim = ds.run_bounded(scenario())
+    assert attempt == "rerun"
+    assert pid != victim
+    # LocalCluster's nanny replaces the killed worker; wait so later tests see 2 workers.
+    cluster.wait_for_workers(2, timeout=30)
+
+
+def test_lost_scheduler_fails_waiting_calls_with_clear_error(tmp_path: Path) -> None:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with ds.scheduler_process(tmp_path) as (address, scheduler):
+
+        async def scenario() -> list[ClusterUnavailable]:
+            pool = make_pool(address, options={"connect_timeout": 2})
+            errors = []
+            try:
+                # No worker exists, so the call waits on the scheduler until it goes away.
+                # A stdlib function: this scheduler cannot import the tests folder.
+                call = asyncio.ensure_future(pool.run(math.factorial, (3,), {}, timeout=None))
+                await asyncio.sleep(0.5)
+                assert not call.done()
+                os.kill(scheduler.pid, signal.SIGKILL)
+                for attempt in (call, pool.run(math.factorial, (3,), {}, timeout=None)):
+                    try:
+                        await asyncio.wait_for(attempt, 15)
+                    except ClusterUnavailable as exc:
+                        errors.append(exc)
+                return errors
+            finally:
+                await pool.aclose(3)
+
+        lost, after = ds.run_bounded(scenario())
+    for error in (lost, after):
+        assert address in str(error) and "\n" not in str(error)
+        assert error.status_code == 500
+        assert isinstance(error, ConnectionError)
+    assert "lost" in str(lost) and "unreachable" in str(after)
+    assert ds.wait_no_stray_children(before) == []
+
+
+def test_unreachable_scheduler_is_a_clear_error_within_connect_timeout() -> None:
+    address = f"tcp://127.0.0.1:{ds.free_port()}"
+
+    async def scenario() -> ClusterUnavailable:
+        pool = make_pool(address, options={"connect_timeout": 1})
+        try:
+            await pool.run(ds.square, (3,), {}, timeout=None)
+        except ClusterUnavailable as exc:
+            return exc
+        finally:
+            await pool.aclose(1)
+        raise AssertionError("call succeeded without a scheduler")
+
+    started = time.monotonic()
+    error = ds.run_bounded(scenario(), timeout=20)
+    assert address in str(error) and "unreachable" in str(error)
+    assert time.monotonic() - started < 15
+
+
+def test_closed_pool_refuses_calls_and_releases_its_client(cluster: Any) -> None:
+    async def scenario() -> tuple[int, str]:
+        pool = make_pool(cluster.scheduler_address)
+        first = await pool.run(ds.square, (4,), {}, timeout=20)
+        client = pool._client
+        await pool.aclose(5)
+        try:
+            await pool.run(ds.square, (4,), {}, timeout=20)
+        except RuntimeError as exc:
+            assert "shut down" in str(exc)
+            return first, client.status if client is not None else "none"
+        raise AssertionError("closed pool ran a call")
+
+    first, status = ds.run_bounded(scenario())
+    assert first == 16
+    assert status == "closed"
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({}, "pools.cluster.address = None"),
+        ({"address": "10.0.0.5:8786"}, "pools.cluster.address = '10.0.0.5:8786'"),
+        ({"address": "tcp://h:1", "connect_timeout": 0}, "pools.cluster.connect_timeout = 0"),
+        ({"address": "tcp://h:1", "adress": "x"}, "pools.cluster.adress = 'x': unknown setting"),
+    ],
+)
+def test_bad_options_are_one_line_configuration_errors(
+    options: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        dask_pool.create_pool(PoolSpec(name="cluster", kind="dask", options=options))
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_missing_distributed_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    spec = PoolSpec(name="cluster", kind="dask", options={"address": "tcp://h:1"})
+    with pytest.raises(ConfigurationError, match=r"pip install 'tornado-run\[dask\]'"):
+        dask_pool.create_pool(spec)
+
+
+def test_pools_declared_in_code_and_in_config_table_run_on_the_cluster(cluster: Any) -> None:
+    table = {"from_table": {"kind": "dask", "address": cluster.scheduler_address}}
+    env = {**os.environ, "TORNADO_RUN_POOLS_CONFIG": json.dumps(table)}
+    out = subprocess.run(
+        [sys.executable, "-c", ds.REGISTRY_SCRIPT, cluster.scheduler_address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    answers = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answers == {
+        "in_code": 42,
+        "from_table": 42,
+        "kinds": {"in_code": "dask", "from_table": "dask"},
+    }
+
+
+def test_importing_the_decorators_does_not_import_distributed() -> None:
+    code = "import sys, tornado_run.decorators; print('distributed' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip() == "False"
