@@ -6,6 +6,7 @@ loop; `background()` starts fire-and-forget jobs; `pools` declares and inspects 
 
 from . import pools
 from .cancellation import check_cancelled
+from .disconnect import cancel_on_disconnect
 from .errors import Overloaded, TaskCancelled, TaskTimeout, WorkerCrashed
 from .jobs import background
 from .run_on_executor import run_on_executor
@@ -17,6 +18,7 @@ __all__ = [
     "TaskTimeout",
     "WorkerCrashed",
     "background",
+    "cancel_on_disconnect",
     "check_cancelled",
     "pools",
     "run_on_executor",

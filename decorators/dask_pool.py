@@ -21,6 +21,7 @@ only when a dask pool makes its first call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
@@ -47,6 +48,7 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_PENDING = 256
 DEFAULT_CLOSE_TIMEOUT = 10.0
 OPTION_NAMES = ("address", "connect_timeout")
+_LOST = "scheduler-connection-lost"  # distributed's reason when the client loses its scheduler
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
 
 
@@ -184,8 +186,13 @@ class DaskPool:
         try:
             return await future
         except FutureCancelledError as exc:
-            self._admission.crashed += 1
-            raise self._unavailable(exc) from None
+            if exc.reason == _LOST:
+                self._admission.crashed += 1
+                raise self._unavailable(exc) from None
+            self._admission.failed += 1
+            raise RuntimeError(
+                f"dask pool {self.spec.name!r}: task {future.key!r} was cancelled ({exc.reason})"
+            ) from None
         except KilledWorker as exc:
             self._admission.crashed += 1
             raise WorkerCrashed(
@@ -216,12 +223,17 @@ class DaskPool:
             return client
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._connect())
+            # Callers that timed out may leave nobody to read a failed connect's exception.
+            self._connecting.add_done_callback(_retrieve)
         return await asyncio.shield(self._connecting)
 
     def _forget_foreign_client(self) -> None:
         """Drop a client inherited through fork or bound to another event loop (unusable here)."""
         loop = asyncio.get_running_loop()
         if self._pid != os.getpid() or self._loop is not loop:
+            old, old_loop = self._client, self._loop
+            if old is not None and (self._pid != os.getpid() or not _alive(old_loop)):
+                _abandon(old)
             self._pid, self._loop = os.getpid(), loop
             self._client, self._connecting, self._slots = None, None, None
             self._futures.clear()
@@ -247,6 +259,11 @@ class DaskPool:
                 f"dask scheduler {self.address} unreachable after {self.connect_timeout:g} s"
                 f" (pool {self.spec.name!r})"
             ) from exc
+        except Exception as exc:  # e.g. a scheme whose transport is not installed
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ClusterUnavailable(
+                f"dask scheduler {self.address} unreachable: {detail} (pool {self.spec.name!r})"
+            ) from exc
         log.info("dask pool %r connected to %s", self.spec.name, self.address)
         self._client = cast("Client", client)
         return self._client
@@ -258,10 +275,10 @@ class DaskPool:
             await asyncio.sleep(0.05)
         return client.status == "running"
 
-    def _slot(self) -> asyncio.Semaphore | _NoLimit:
+    def _slot(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """Bound calls in flight on the cluster to `size` when the spec sets one."""
         if self.spec.size is None:
-            return _NO_LIMIT
+            return contextlib.nullcontext()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.spec.size)
         return self._slots
@@ -277,7 +294,10 @@ class DaskPool:
         client = self._client
         if client is None or client.status != "running":
             return
-        task = asyncio.ensure_future(_cancel_quietly(client, [future], self.connect_timeout))
+        cancelling = _cancel_quietly(
+            client, [future], self.connect_timeout, "tornado-run: caller gone"
+        )
+        task = asyncio.ensure_future(cancelling)
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
 
@@ -317,7 +337,7 @@ class DaskPool:
             return
         left = max(0.1, deadline - loop.time())
         if self._futures:
-            await _cancel_quietly(client, list(self._futures), left)
+            await _cancel_quietly(client, list(self._futures), left, "tornado-run: pool closed")
         await _close_quietly(client, left)
 
     def close(self, wait: bool = True, timeout: float | None = None) -> None:
@@ -328,8 +348,9 @@ class DaskPool:
         loop = self._loop
         if self._client is None or loop is None or self._pid != os.getpid():
             return
-        if loop.is_closed() or not loop.is_running():
-            self._client = None  # its loop is gone, and with it the scheduler connection
+        if not _alive(loop):
+            _abandon(self._client)
+            self._client = None
             return
         limit = DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout
         closing = asyncio.run_coroutine_threadsafe(self.aclose(limit), loop)
@@ -340,6 +361,26 @@ class DaskPool:
                 log.warning("closing dask pool %r failed: %r", self.spec.name, exc)
 
 
+def _alive(loop: asyncio.AbstractEventLoop | None) -> bool:
+    return loop is not None and not loop.is_closed() and loop.is_running()
+
+
+def _abandon(client: Client) -> None:
+    """Let go of a client whose event loop is gone (or of a parent's, after fork): nothing can
+    await its close any more, so drop its scheduler connection now and mark it closed, which
+    keeps its finalizer from trying to close it on a dead loop."""
+    comm = getattr(client.scheduler_comm, "comm", None)
+    with contextlib.suppress(Exception):
+        if comm is not None:
+            comm.abort()
+    client.status = "closed"
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -347,21 +388,14 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class _NoLimit:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_LIMIT = _NoLimit()
 _BACKGROUND: set[asyncio.Future[None]] = set()
 
 
-async def _cancel_quietly(client: Client, futures: list[Future[Any]], timeout: float) -> None:
+async def _cancel_quietly(
+    client: Client, futures: list[Future[Any]], timeout: float, reason: str
+) -> None:
     try:
-        cancelling = client.cancel(futures, reason="tornado-run: caller gone")  # type: ignore[no-untyped-call]
+        cancelling = client.cancel(futures, reason=reason)  # type: ignore[no-untyped-call]
         await asyncio.wait_for(cancelling, timeout)
     except Exception as exc:  # the scheduler may be gone; nothing left to cancel then
         log.debug("cancelling dask futures failed: %r", exc)

@@ -8,9 +8,21 @@ that is not its own, so the handle is reset and the child starts its own server 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.process
 import os
 import threading
 from multiprocessing import forkserver
+
+
+def forget_inherited_children() -> None:
+    """Drop the parent's multiprocessing children from this (forked) process's books.
+
+    They are not our children: left listed, exit-time cleanup (pebble's, multiprocessing's)
+    would terminate the parent's pool processes when this process exits.
+    """
+    children = getattr(multiprocessing.process, "_children", None)
+    if isinstance(children, set):
+        children.clear()
 
 
 def forget_inherited_forkserver() -> None:

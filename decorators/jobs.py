@@ -77,17 +77,25 @@ async def drain(timeout: float) -> None:
     pending = [task for task in _jobs if task is not asyncio.current_task()]
     if not pending:
         return
-    _done, still = await asyncio.wait(pending, timeout=max(timeout, 0.0))
-    for task in still:
-        _counts["abandoned"] += 1
-        log.warning("abandoning background job %s at the graceful deadline", task.get_name())
-        task.cancel()
+    try:
+        await asyncio.wait(pending, timeout=max(timeout, 0.0))
+    finally:  # also when the runner cancels this hook at its own deadline
+        for task in pending:
+            if not task.done():
+                _counts["abandoned"] += 1
+                log.warning(
+                    "abandoning background job %s at the graceful deadline", task.get_name()
+                )
+                task.cancel()
 
 
 async def graceful_stop(timeout: float) -> None:
-    """Shutdown hook: wait for background jobs, then close pools, within `timeout` seconds."""
+    """Shutdown hook: wait for background jobs, then close pools, within `timeout` seconds.
+
+    A tenth of the time (at most 1 s) is kept for closing the pools.
+    """
     deadline = time.monotonic() + timeout
-    await drain(timeout)
+    await drain(timeout - min(1.0, timeout / 10))
     await pools.aclose(max(0.0, deadline - time.monotonic()))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 _PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
 _resolved: dict[tuple[str, str], Callable[..., Any]] = {}
+_skip_flags: Any = None  # in a pool child: the shared per-slot "withdrawn" flags
 _references: dict[Callable[..., Any], tuple[str, str] | None] = {}
 
 
@@ -74,13 +75,29 @@ def pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) 
         ) from None
 
 
-def run_packed(payload: bytes) -> bytes:
-    """Child side: resolve and call the function, and return its pickled result."""
+def use_skip_flags(flags: Any) -> None:
+    """Pool child initializer: keep the shared flags that mark withdrawn calls."""
+    global _skip_flags
+    _skip_flags = flags
+
+
+def run_packed(payload: bytes, slot: int = -1) -> bytes:
+    """Child side: resolve and call the function, and return its pickled result. A call
+    whose slot is flagged was withdrawn before it started: it is skipped."""
+    if slot >= 0 and _skip_flags is not None and _skip_flags[slot]:
+        return b""
     target, args, kwargs = pickle.loads(payload)
     if isinstance(target, tuple):
         fn = _resolved.get(target)
         if fn is None:
-            fn = _lookup(*target).__wrapped__
+            try:
+                fn = _lookup(*target).__wrapped__
+            except (ImportError, AttributeError) as error:
+                raise RuntimeError(
+                    f"the process pool child cannot find {'.'.join(target)}: {error}; "
+                    "functions defined in `python -c` or an interactive session cannot run in "
+                    "a process pool: define them in a module or script file"
+                ) from None
             _resolved[target] = fn
     else:
         fn = target

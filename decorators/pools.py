@@ -187,6 +187,7 @@ def _after_fork_in_child() -> None:
     _adapters.clear()
     globals()["_lock"] = threading.Lock()
     forksafety.forget_inherited_forkserver()
+    forksafety.forget_inherited_children()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,20 +1,23 @@
 """The "process" pool kind: pebble worker processes started by forkserver.
 
 pebble kills the process of a task that is cancelled while running and replaces it, and a
-task whose process dies fails alone, so timeouts stop work and crashes stay isolated. Calls
-wait in a queue here, not in pebble's pipe: a waiting call can then be cancelled without
-killing a worker, and the pool never holds more than `size` tasks.
+task whose process dies fails alone, so timeouts stop work and crashes stay isolated.
+
+Every admitted call goes to pebble at once, so its threads batch the work (handing calls over
+one by one costs twice the CPU per call). A call withdrawn before it starts must not cost a
+worker process, which is what cancelling a pebble task that is already in its pipe does: the
+call's slot in a shared byte array is marked instead, and the child skips marked calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +29,7 @@ from tornado_run.runner import cpus, lifecycle
 from . import pickling
 from .admission import Admission
 from .errors import TaskTimeout, WorkerCrashed, describe_exit
+from .offthread import run_in_thread
 from .pool_api import PoolSpec, PoolStats
 
 T = TypeVar("T")
@@ -37,15 +41,16 @@ def auto_process_count() -> int:
     return lifecycle.cpu_share() or cpus.usable_cores()
 
 
-class _Task:
-    __slots__ = ("fn", "future", "loop", "payload", "pebble_future")
+_SLOTS = 1 << 16  # skip flags; calls in flight must stay below this
 
-    def __init__(
-        self, fn: Callable[..., Any], payload: bytes, loop: asyncio.AbstractEventLoop
-    ) -> None:
+
+class _Task:
+    __slots__ = ("fn", "future", "loop", "pebble_future", "slot")
+
+    def __init__(self, fn: Callable[..., Any], loop: asyncio.AbstractEventLoop, slot: int) -> None:
         self.fn = fn
-        self.payload = payload
         self.loop = loop
+        self.slot = slot
         self.future: asyncio.Future[bytes] = loop.create_future()
         self.pebble_future: Future[bytes] | None = None
 
@@ -61,11 +66,12 @@ class ProcessPool:
         self.spec = spec
         size = spec.size or auto_process_count()
         max_pending = spec.max_pending if spec.max_pending is not None else max(16, 8 * size)
-        self._admission = Admission(spec, spec.kind, size, max_pending)
+        self._admission = Admission(spec, spec.kind, size, min(max_pending, _SLOTS // 2 - size))
         self._cancel_running = bool(spec.options.get("cancel_running", False))
-        self._lock = threading.RLock()  # guards _waiting, _running and _pebble
-        self._waiting: deque[_Task] = deque()
-        self._running = 0
+        self._lock = threading.Lock()  # guards _tasks (close() reads it from another thread)
+        self._tasks: set[_Task] = set()
+        self._sequence = 0
+        self._skip: Any = None  # shared byte array, one flag per slot
         self._pebble: pebble.ProcessPool | None = None
         self._starting: asyncio.Future[None] | None = None
         self._closed = False
@@ -92,15 +98,11 @@ class ProcessPool:
 
     async def _submit(self, fn: Callable[..., Any], payload: bytes, timeout: float | None) -> bytes:
         loop = asyncio.get_running_loop()
-        task = _Task(fn, payload, loop)
-        with self._lock:
-            if self._running < self._admission.size:
-                self._running += 1
-                self._schedule(task)
-            else:
-                self._waiting.append(task)
         if timeout is None:
             timeout = self.spec.timeout
+        task = _Task(fn, loop, self._sequence % _SLOTS)
+        self._sequence += 1
+        self._schedule(task, payload, timeout)
         timer = loop.call_later(timeout, self._expire, task, timeout) if timeout else None
         try:
             result = await task.future
@@ -122,57 +124,34 @@ class ProcessPool:
         self._admission.completed += 1
         return result
 
-    async def _start(self) -> None:
-        """Start the pebble pool off the loop and prove that a worker process can run a task."""
-        if self._starting is None:
-            self._starting = asyncio.ensure_future(asyncio.to_thread(self._start_blocking))
-        try:
-            await asyncio.shield(self._starting)
-        finally:
-            if self._starting.done() and self._starting.exception() is not None:
-                self._starting = None
-
-    def _start_blocking(self) -> None:
-        context = multiprocessing.get_context("forkserver")
-        # Replacement workers fork from a server that has already imported this library.
-        context.set_forkserver_preload(["tornado_run.decorators.pickling"])
-        executor = pebble.ProcessPool(max_workers=self._admission.size, context=context)
-        try:
-            executor.schedule(pickling.run_packed, args=(pickling.pack(int, (), {}),)).result(
-                timeout=60
-            )
-        except BrokenProcessPool as error:
-            executor.stop()  # type: ignore[no-untyped-call]
-            raise self._broken(error) from None
-        with self._lock:
-            self._pebble = executor
-
-    def _schedule(self, task: _Task) -> None:
-        """Hand `task` to pebble (the caller holds the lock and counted it in `_running`)."""
+    def _schedule(self, task: _Task, payload: bytes, timeout: float | None) -> None:
+        self._skip[task.slot] = 0
         try:
             if self._pebble is None:
                 raise RuntimeError("the pool was stopped")
-            future = self._pebble.schedule(pickling.run_packed, args=(task.payload,))
+            # pebble's own timeout counts from the start of the run: a backstop for a call
+            # that started just as its caller gave up on it.
+            future = self._pebble.schedule(
+                pickling.run_packed, args=(payload, task.slot), timeout=timeout
+            )
         except RuntimeError as error:  # pebble refuses work once its pool broke
             self._pebble = None
-            failure = WorkerCrashed(f"process pool {self.spec.name!r} is not running: {error}")
-            self._running -= 1
-            task.loop.call_soon_threadsafe(_settle_error, task.future, failure)
-            return
+            raise WorkerCrashed(
+                f"process pool {self.spec.name!r} is not running: {error}"
+            ) from None
         task.pebble_future = future
-        future.add_done_callback(lambda done: self._on_done(task, done))
+        with self._lock:
+            self._tasks.add(task)
+        future.add_done_callback(functools.partial(self._on_done, task))
 
     def _on_done(self, task: _Task, done: Future[bytes]) -> None:
-        """Runs in a pebble thread: pass the outcome to the loop and start the next call."""
+        """Runs in a pebble thread: hand the outcome to the loop."""
         with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
             task.loop.call_soon_threadsafe(self._settle, task, done)
-        with self._lock:
-            self._running -= 1
-            while self._waiting and self._running < self._admission.size:
-                self._running += 1
-                self._schedule(self._waiting.popleft())
 
     def _settle(self, task: _Task, done: Future[bytes]) -> None:
+        with self._lock:
+            self._tasks.discard(task)
         if task.future.done() or done.cancelled():
             return
         error = done.exception()
@@ -187,9 +166,10 @@ class ProcessPool:
                 )
             )
         elif isinstance(error, BrokenProcessPool):
-            with self._lock:
-                self._pebble = None  # the next call builds a fresh pool
+            self._pebble = None  # the next call builds a fresh pool
             task.future.set_exception(self._broken(error))
+        elif isinstance(error, TimeoutError):
+            task.future.set_exception(self._timeout(task, done_timeout(error)))
         else:
             task.future.set_exception(error)
 
@@ -200,60 +180,92 @@ class ProcessPool:
             'needs an `if __name__ == "__main__":` guard'
         )
 
-    def _expire(self, task: _Task, timeout: float) -> None:
-        if task.future.done():
-            return
-        self._withdraw(task, kill=True)
-        task.future.set_exception(
-            TaskTimeout(
-                f"{pickling.describe(task.fn)}() timed out after {timeout:g}s; "
-                "its process was killed",
-                timeout=timeout,
-            )
+    def _timeout(self, task: _Task, timeout: float) -> TaskTimeout:
+        return TaskTimeout(
+            f"{pickling.describe(task.fn)}() timed out after {timeout:g}s; its process was killed",
+            timeout=timeout,
         )
 
+    def _expire(self, task: _Task, timeout: float) -> None:
+        if not task.future.done():
+            self._withdraw(task, kill=True)
+            task.future.set_exception(self._timeout(task, timeout))
+
     def _withdraw(self, task: _Task, *, kill: bool) -> None:
-        """Drop a waiting task; cancel (and so kill) a running one when `kill` is set."""
-        with self._lock:
-            try:
-                self._waiting.remove(task)
-                return
-            except ValueError:
-                pending = task.pebble_future
-        if pending is not None and kill:
+        """Skip a call that has not started; kill a running one when `kill` is set."""
+        pending = task.pebble_future
+        if pending is None or pending.done():
+            return
+        if not pending.running():
+            self._skip[task.slot] = 1
+        elif kill:
             pending.cancel()  # pebble stops the worker process and starts a new one
 
     def stats(self) -> PoolStats:
         return self._admission.stats()
 
+    async def _start(self) -> None:
+        """Start the pebble pool off the loop and prove that a worker process can run a task."""
+        starting = self._starting
+        if starting is None:
+            starting = run_in_thread(self._start_blocking, f"start-pool-{self.spec.name}")
+            starting.add_done_callback(self._started)
+            self._starting = starting
+        await asyncio.shield(starting)
+
+    def _started(self, starting: asyncio.Future[None]) -> None:
+        if starting.cancelled() or starting.exception() is not None:
+            self._starting = None  # the next call tries again
+
+    def _start_blocking(self) -> None:
+        context = multiprocessing.get_context("forkserver")
+        # Replacement workers fork from a server that has already imported this library.
+        context.set_forkserver_preload(["tornado_run.decorators.pickling"])
+        skip = self._skip if self._skip is not None else context.RawArray("b", _SLOTS)
+        executor = pebble.ProcessPool(
+            max_workers=self._admission.size,
+            context=context,
+            initializer=pickling.use_skip_flags,
+            initargs=(skip,),
+        )
+        try:
+            probe = pickling.pack(int, (), {})
+            executor.schedule(pickling.run_packed, args=(probe, -1)).result(timeout=60)
+        except BrokenProcessPool as error:
+            executor.stop()  # type: ignore[no-untyped-call]
+            raise self._broken(error) from None
+        self._skip = skip
+        self._pebble = executor
+
     def close(self, wait: bool = True, timeout: float | None = None) -> None:
         """Stop accepting calls; let admitted ones finish for up to `timeout` seconds, then
-        stop the worker processes."""
+        stop the worker processes (calls still running fail with `WorkerCrashed`)."""
         self._closed = True
         deadline = time.monotonic() + (timeout if timeout is not None else 30.0)
-        while wait and time.monotonic() < deadline:
-            with self._lock:
-                if not self._waiting and self._running == 0:
-                    break
+        while wait and self._admission.in_flight > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        with self._lock:
-            executor, self._pebble = self._pebble, None
-            abandoned = list(self._waiting)
-            self._waiting.clear()
-        for task in abandoned:
-            failure = RuntimeError(f"pool {self.spec.name!r} shut down before the call ran")
-            task.loop.call_soon_threadsafe(_settle_error, task.future, failure)
+        executor, self._pebble = self._pebble, None
         if executor is None:
             return
-        if self._running:
-            log.warning(
-                "pool %r: killing %d running task(s) at shutdown", self.spec.name, self._running
-            )
+        with self._lock:
+            unfinished = list(self._tasks)
+        if unfinished:
+            log.warning("pool %r: stopping %d unfinished call(s)", self.spec.name, len(unfinished))
         executor.stop()  # type: ignore[no-untyped-call]
         executor.join(timeout=max(0.1, deadline - time.monotonic()))
+        for task in unfinished:
+            failure = WorkerCrashed(f"pool {self.spec.name!r} shut down before the call finished")
+            with contextlib.suppress(RuntimeError):
+                task.loop.call_soon_threadsafe(_settle_error, task.future, failure)
 
     async def aclose(self, timeout: float) -> None:
-        await asyncio.to_thread(self.close, True, timeout)
+        await run_in_thread(lambda: self.close(True, timeout), f"close-pool-{self.spec.name}")
+
+
+def done_timeout(error: BaseException) -> float:
+    """The timeout pebble reports in its TimeoutError("Task timeout", timeout)."""
+    args: tuple[Any, ...] = error.args
+    return float(args[1]) if len(args) > 1 and isinstance(args[1], int | float) else 0.0
 
 
 def _settle_error(future: asyncio.Future[Any], error: BaseException) -> None:

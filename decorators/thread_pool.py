@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from . import cancellation
 from .admission import Admission
 from .errors import TaskTimeout
+from .offthread import run_in_thread
 from .pool_api import PoolSpec, PoolStats
 
 T = TypeVar("T")
@@ -79,13 +80,15 @@ class ThreadPool:
     def __init__(self, spec: PoolSpec) -> None:
         self.spec = spec
         size = spec.size or default_thread_count()
-        max_pending = spec.max_pending if spec.max_pending is not None else max(16, 8 * size)
+        # Thread calls are mostly waiting on I/O, so a deeper default queue than processes.
+        max_pending = spec.max_pending if spec.max_pending is not None else max(64, 16 * size)
         self._admission = Admission(spec, spec.kind, size, max_pending)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._live = 0  # threads that count toward size (abandoned ones do not)
         self._threads: set[threading.Thread] = set()
         self._closed = False
+        self._capped = False  # the abandoned-thread cap was hit (warned once)
 
     async def run(
         self,
@@ -158,12 +161,16 @@ class ThreadPool:
             return
         alive = sum(1 for t in self._threads if t.is_alive())
         if alive >= 2 * self._admission.size:
-            log.warning(
-                "pool %r: %d threads are stuck in abandoned calls; not replacing them",
-                self.spec.name,
-                alive - self._live,
-            )
+            if not self._capped:
+                self._capped = True
+                log.warning(
+                    "pool %r: %d threads are busy in abandoned calls; not replacing them, "
+                    "so the pool runs below its size until they finish",
+                    self.spec.name,
+                    alive - self._live,
+                )
             return
+        self._capped = False
         self._threads = {t for t in self._threads if t.is_alive()}
         self._live += 1
         name = f"tornado-run-{self.spec.name}-{len(self._threads)}"
@@ -218,4 +225,4 @@ class ThreadPool:
             )
 
     async def aclose(self, timeout: float) -> None:
-        await asyncio.to_thread(self.close, True, timeout)
+        await run_in_thread(lambda: self.close(True, timeout), f"close-pool-{self.spec.name}")

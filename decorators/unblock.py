@@ -6,7 +6,6 @@ streams); anywhere else the function becomes awaitable with its name, docs and s
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
@@ -17,6 +16,7 @@ from tornado.web import RequestHandler
 from tornado_run.runner.lifecycle import ConfigurationError
 
 from . import pools, streaming
+from .disconnect import DISCONNECTED, until_disconnect
 from .errors import Overloaded
 from .handler_results import answer_overloaded, write_result
 from .pool_api import Pool
@@ -129,46 +129,12 @@ def _verb_wrapper(
                 await streaming.stream(self, get_pool(), fn, (self, *args), kwargs)
                 return None
             work = get_pool().run(fn, (self, *args), kwargs, timeout=timeout)
-            result = await _until_disconnect(self, work)
+            result = await until_disconnect(self, work)
         except Overloaded as error:
             answer_overloaded(self, error)
             return None
-        if result is not _DISCONNECTED:
+        if result is not DISCONNECTED:
             write_result(self, result, fn.__name__)
         return None
 
     return verb
-
-
-_DISCONNECTED = object()
-
-
-async def _until_disconnect(handler: RequestHandler, work: Coroutine[Any, Any, Any]) -> Any:
-    """Await `work`, cancelling it if the client disconnects first (then `_DISCONNECTED`)."""
-    inner = asyncio.ensure_future(work)
-    connection: Any = handler.request.connection
-    if not hasattr(connection, "set_close_callback"):
-        return await inner
-    original = handler.on_connection_close
-    closed = []
-
-    def on_close() -> None:
-        closed.append(True)
-        inner.cancel()
-        original()
-
-    connection.set_close_callback(on_close)
-    try:
-        return await inner
-    except asyncio.CancelledError:
-        if closed and not _cancelling():
-            return _DISCONNECTED
-        raise
-    finally:
-        if not closed:
-            connection.set_close_callback(original)
-
-
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

@@ -22,7 +22,7 @@ import os
 import tornado.web
 from tornado_run.decorators import unblock
 
-LOOPS_PER_MS = 16_000
+LOOPS_PER_MS = 22_000
 """Iterations of `burn`'s loop per millisecond on the machine this was tuned on."""
 
 MAX_MS = 10_000

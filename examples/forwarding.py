@@ -10,22 +10,39 @@ example runs on its own (two terminals, from the repository root):
     FORWARD_UPSTREAM=http://127.0.0.1:8001 tornado-run examples.forwarding:application
     curl -X PUT -H 'X-Trace: 7' -d 'hello' 'localhost:8000/proxy/echo/items/1?full=yes'
     curl -F title=cat -F photo=@README.md localhost:8000/upload
+
+For comparison, `/fetch-blocking/PATH` makes the same GET with a blocking client (stdlib
+`urllib`, as `requests` would) right on the event loop, and `/fetch-unblock/PATH` makes it under
+`@unblock`; `?delay_ms=N` makes the echo upstream wait N ms before answering:
+
+    ab -n 100 -c 20 'http://127.0.0.1:8000/fetch-blocking/echo?delay_ms=100'  # one at a time
+    ab -n 100 -c 20 'http://127.0.0.1:8000/fetch-unblock/echo?delay_ms=100'   # a thread each
+    ab -n 100 -c 20 'http://127.0.0.1:8000/proxy/echo?delay_ms=100'           # all at once
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import urllib.error
+import urllib.request
 
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httputil import HTTPHeaders
+from tornado_run.decorators import unblock
 from urllib3 import encode_multipart_formdata
 
 UPSTREAM_ENV = "FORWARD_UPSTREAM"
 DEFAULT_UPSTREAM = "http://127.0.0.1:8001"
 UPSTREAM_TIMEOUT = 30.0
+MAX_DELAY_MS = 10_000
+
+# Tornado's client runs 10 fetches at once per worker by default and queues the rest; a proxy
+# wants more. configure() only records settings, so it is safe before the fork.
+AsyncHTTPClient.configure(None, max_clients=200)
 
 # Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset(
@@ -128,13 +145,61 @@ class Upload(ForwardingHandler):
         await self.relay(request)
 
 
-application = tornado.web.Application([(r"/proxy/(.*)", Proxy), (r"/upload", Upload)])
+def fetch_blocking(url: str) -> tuple[int, bytes]:
+    """GET `url` with a blocking client; returns (status, body), 502 when unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=UPSTREAM_TIMEOUT) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except OSError as err:  # URLError and socket errors: no HTTP answer at all
+        raise tornado.web.HTTPError(502, reason="upstream unreachable") from err
+
+
+def _target(handler: tornado.web.RequestHandler, path: str) -> str:
+    query = f"?{handler.request.query}" if handler.request.query else ""
+    return f"{upstream()}/{path}{query}"
+
+
+class BlockingFetch(tornado.web.RequestHandler):
+    """The anti-pattern, for comparison: the worker serves nothing else during the fetch."""
+
+    def get(self, path: str) -> None:
+        status, body = fetch_blocking(_target(self, path))
+        self.set_status(status)
+        self.write(body)
+
+
+class UnblockedFetch(tornado.web.RequestHandler):
+    """The same blocking client under `@unblock`: each fetch waits in a pool thread."""
+
+    @unblock
+    def get(self, path: str) -> bytes:
+        status, body = fetch_blocking(_target(self, path))
+        if status != 200:
+            raise tornado.web.HTTPError(status)
+        return body
+
+
+application = tornado.web.Application(
+    [
+        (r"/proxy/(.*)", Proxy),
+        (r"/upload", Upload),
+        (r"/fetch-blocking/(.*)", BlockingFetch),
+        (r"/fetch-unblock/(.*)", UnblockedFetch),
+    ]
+)
 
 
 class Echo(tornado.web.RequestHandler):
-    """Upstream: answers with what it received; `X-Echo-Status` picks the status code."""
+    """Upstream: answers with what it received; `X-Echo-Status` picks the status code and
+    `?delay_ms=N` waits N ms (without blocking) first."""
 
     async def echo(self, path: str) -> None:
+        delay = self.get_query_argument("delay_ms", "0")
+        if not delay.isdigit() or int(delay) > MAX_DELAY_MS:
+            raise tornado.web.HTTPError(400, reason=f"delay_ms must be 0..{MAX_DELAY_MS}")
+        await asyncio.sleep(int(delay) / 1000)
         self.set_status(int(self.request.headers.get("X-Echo-Status", "200")))
         self.set_header("X-Upstream", "echo")
         described = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import tornado.web
 from tornado_run.decorators import unblock
 
-LOOPS_PER_MS = 16_000
+LOOPS_PER_MS = 22_000
 
 
 def spin(ms: int) -> int:

@@ -27,9 +27,7 @@ def add_app_dir(app_dir: Path) -> None:
     importlib.invalidate_caches()
 
 
-async def load_application(
-    spec: str, app_dir: Path, factory: bool
-) -> HTTPServerConnectionDelegate:
+async def load_application(spec: str, app_dir: Path, factory: bool) -> HTTPServerConnectionDelegate:
     """Import and return the app; raise `AppLoadError` (exit 3) or `UsageError` (exit 2, for a
     `ConfigurationError` raised by the app)."""
     add_app_dir(app_dir)
@@ -114,6 +112,8 @@ def _app_frames(tb: TracebackType | None) -> list[str]:
     frames = [
         f"{frame.filename}:{frame.lineno} in {frame.name}"
         for frame in traceback.extract_tb(tb)
-        if not frame.filename.startswith(here) and "importlib._bootstrap" not in frame.filename
+        if not frame.filename.startswith(here)
+        and "importlib" not in Path(frame.filename).parts
+        and "importlib._bootstrap" not in frame.filename
     ]
     return frames[-_MAX_FRAMES:]

@@ -12,10 +12,9 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
+from . import __version__, pidfile
 from .appload import load_application
 from .config import Settings, load_settings
 from .cpus import usable_cores
@@ -145,7 +144,7 @@ def resolve_workers(settings: Settings) -> int:
 def start(settings: Settings) -> int:
     """Bind, then check, serve without a master, or run the master."""
     workers = 1 if settings.no_master else resolve_workers(settings)
-    _check_pid_file(settings.pid, keep=not settings.check)
+    pidfile.check_writable(settings.pid, keep=not settings.check)
     sockets = _listening_sockets(settings)
     try:
         if settings.check:
@@ -177,26 +176,12 @@ def _listening_sockets(settings: Settings) -> list[socket.socket]:
     return bind_all(settings.bind, settings.backlog)
 
 
-def _check_pid_file(path: Path | None, keep: bool) -> None:
-    if path is None:
-        return
-    existed = path.exists()
-    try:
-        with path.open("a"):
-            pass
-    except OSError as exc:
-        raise UsageError(
-            f"--pid {str(path)!r}: cannot write the pid file ({exc.strerror})"
-        ) from None
-    if not existed and not keep:
-        path.unlink()
-
-
 def _check(settings: Settings, sockets: list[socket.socket], workers: int) -> int:
     with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
         runner.run(load_application(settings.app, settings.app_dir, settings.factory))
     where = ", ".join(describe(sock) for sock in sockets)
-    print(f"tornado-run: ok: {settings.app} loads; {workers} worker(s), loop {settings.loop}")
+    loop = loop_factory(settings.loop).__module__.split(".")[0]
+    print(f"tornado-run: ok: {settings.app} loads; {workers} worker(s), loop {loop}")
     print(f"tornado-run: ok: would listen on {where}")
     return EXIT_OK
 
@@ -204,14 +189,12 @@ def _check(settings: Settings, sockets: list[socket.socket], workers: int) -> in
 def _serve_here(settings: Settings, sockets: list[socket.socket]) -> int:
     for sock in sockets:
         log.info("Listening at %s (no master, pid %d)", describe(sock), os.getpid())
-    if settings.pid is not None:
-        settings.pid.write_text(f"{os.getpid()}\n")
+    pidfile.write(settings.pid)
     try:
         return run_worker(WorkerContext(settings, sockets, cpu_share=usable_cores()))
     finally:
         remove_unix_files(settings.bind if settings.bind_given else ())
-        if settings.pid is not None:
-            settings.pid.unlink(missing_ok=True)
+        pidfile.remove(settings.pid)
 
 
 __all__ = ["EXIT_USAGE", "build_parser", "main", "parse_settings", "start"]

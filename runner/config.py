@@ -4,7 +4,7 @@ variables and the command line (in that order of precedence), validating every v
 from __future__ import annotations
 
 import difflib
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -176,7 +176,7 @@ def validate(settings: Settings) -> None:
         )
     if not settings.app_dir.is_dir():
         raise UsageError(f"--app-dir {str(settings.app_dir)!r}: no such directory")
-    if settings.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+    if settings.loop == "uvloop" and not _importable("uvloop"):
         raise UsageError(
             "--loop 'uvloop': uvloop is not installed (pip install uvloop), "
             "use --loop auto or asyncio"
@@ -187,6 +187,15 @@ def validate(settings: Settings) -> None:
             f"--workers {settings.workers} with --no-master: a single process serves; "
             "drop --workers or the --no-master flag"
         )
+
+
+def _importable(name: str) -> bool:
+    """True if `name` imports (importing a loop library creates no loop and no thread)."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 __all__ = ["CONFIG_ENV", "Settings", "load_settings", "parse_workers", "read_config_file"]

@@ -16,29 +16,26 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from . import pidfile
 from .channel import EventReader, Scoreboard, SlotView
 from .config import Settings
 from .cpus import usable_cores
+from .crashes import CRASH_LIMIT, CRASH_WINDOW, CrashLoop, describe_exit
 from .errors import EXIT_APP_LOAD, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_error
 from .logsetup import reopen_log_files
 from .sockets import close_all, describe, remove_unix_files
-from .worker import WorkerContext, run_worker
+from .worker import WorkerContext, run_forked_worker
 
 log = logging.getLogger("tornado_run.master")
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGCHLD")
 READY_TIMEOUT = 60.0
 """Seconds a new worker may take to load the app and listen."""
-CRASH_WINDOW = 5.0
-"""A worker dying this soon after it started counts towards a crash loop."""
-CRASH_LIMIT = 5
-"""This many such deaths in a row stop the master with exit code 3."""
 KILL_GRACE = 5.0
 """Seconds past the graceful timeout before a stopping worker is killed."""
 _LOOP_WAIT = 0.5
@@ -58,18 +55,6 @@ class WorkerRecord:
     retiring: bool = False
     kill_at: float | None = None  # SIGKILL if still alive at this monotonic time
     failure: dict[str, Any] | None = None  # the "failed" event, if the app could not load
-
-
-def describe_exit(status: int) -> str:
-    """'exited with code N' or 'was killed by SIGNAME' for a waitpid status."""
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"was killed by {name}"
-    return f"exited with code {code}"
 
 
 class Master:
@@ -92,8 +77,7 @@ class Master:
         self.announced_ready = False
         self.replacement: int | None = None  # pid of the worker started for a reload
         self.reload_abandoned = -1  # generation whose reload failed
-        self.fast_deaths = 0
-        self.last_fast_death = 0.0
+        self.crashes = CrashLoop()
         self.extra_readers: dict[int, Callable[[], None]] = {}  # fd -> callback (extensions)
         self.tick_hooks: list[Callable[[Master], None]] = []  # run on every loop turn
         # run in each forked worker before it serves (prod_master: sockets, identity, hooks)
@@ -107,7 +91,7 @@ class Master:
     def run(self) -> int:
         """Serve until stopped; always leaves no worker behind."""
         self._install_signals()
-        self._write_pid_file()
+        pidfile.write(self.settings.pid)
         try:
             for sock in self.sockets:
                 log.info("Listening at %s", describe(sock))
@@ -253,7 +237,9 @@ class Master:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            self._run_child(ctx, read_fd)
+            inherited = [read_fd, self._wake_r, self._wake_w, *self.extra_readers]
+            inherited += [other.events.fd for other in self.workers.values()]
+            run_forked_worker(ctx, inherited, SIGNALS, self.child_hooks)
         os.close(write_fd)
         record = WorkerRecord(
             pid, worker_id, slot, self.generation, time.monotonic(), EventReader(read_fd)
@@ -261,31 +247,6 @@ class Master:
         self.workers[pid] = record
         log.info("booting worker %d (pid %d)", worker_id, pid)
         return record
-
-    def _run_child(self, ctx: WorkerContext, read_fd: int) -> None:
-        """In the forked child: drop the master's state, serve, and never return."""
-        code = EXIT_FAILURE
-        try:
-            signal.set_wakeup_fd(-1)
-            for name in SIGNALS:
-                signal.signal(getattr(signal, name), signal.SIG_DFL)
-            for fd in (read_fd, self._wake_r, self._wake_w, *self.extra_readers):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            for other in self.workers.values():
-                other.events.close()
-            self.workers.clear()
-            for hook in self.child_hooks:
-                hook(ctx)
-            code = run_worker(ctx)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            with contextlib.suppress(Exception):
-                logging.shutdown()
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
 
     def retire_worker(self, worker: WorkerRecord) -> None:
         """Ask a worker to drain and exit (killed if still there after the graceful timeout)."""
@@ -304,12 +265,12 @@ class Master:
 
     def _resize(self) -> None:
         """Start or retire workers until the non-retiring count matches the target."""
-        spare = 1 if self.replacement in self.workers else 0
+        # A reload's replacement is extra capacity until it takes an old worker's place.
         active = sorted(
             (w for w in self.workers.values() if not w.retiring and w.pid != self.replacement),
             key=lambda w: (w.generation, w.born),
         )
-        missing = self.num_workers - len(active) - spare
+        missing = self.num_workers - len(active)
         for _ in range(missing):
             if self.spawn_worker() is None:
                 break
@@ -408,16 +369,10 @@ class Master:
         self.begin_stop(graceful=False, code=code)
 
     def _count_crash(self, worker: WorkerRecord) -> None:
-        now = time.monotonic()
-        if now - worker.born > CRASH_WINDOW or now - self.last_fast_death > 60:
-            self.fast_deaths = 0
-        if now - worker.born <= CRASH_WINDOW:
-            self.fast_deaths += 1
-            self.last_fast_death = now
-        if self.fast_deaths >= CRASH_LIMIT:
+        if self.crashes.record(worker.born):
             log.error(
                 "crash loop: %d workers died within %gs of starting, in a row; stopping (exit 3)",
-                self.fast_deaths,
+                self.crashes.fast_deaths,
                 CRASH_WINDOW,
             )
             self.begin_stop(graceful=False, code=EXIT_APP_LOAD)
@@ -512,18 +467,9 @@ class Master:
             time.sleep(0.02)
         close_all(self.sockets)
         remove_unix_files(self.settings.bind if self.settings.bind_given else ())
-        self._remove_pid_file()
+        pidfile.remove(self.settings.pid)
         with contextlib.suppress(ValueError):
             signal.set_wakeup_fd(-1)
 
-    def _write_pid_file(self) -> None:
-        if self.settings.pid is not None:
-            self.settings.pid.write_text(f"{os.getpid()}\n")
 
-    def _remove_pid_file(self) -> None:
-        path = self.settings.pid
-        if path is None:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            if int(path.read_text().strip()) == os.getpid():
-                path.unlink()
+__all__ = ["CRASH_LIMIT", "CRASH_WINDOW", "Master", "WorkerRecord", "describe_exit"]

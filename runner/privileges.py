@@ -10,7 +10,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,37 @@ def drop(identity: Identity) -> None:
             raise PermissionError("privileges could be regained after dropping them")
     os.environ["USER"] = os.environ["LOGNAME"] = identity.name
     os.environ["HOME"] = identity.home
+
+
+def first_closed_folder(identity: Identity, path: Path) -> Path | None:
+    """The first folder on the way to `path` that `identity` cannot enter (judged by mode
+    bits, owner and group), or None when every folder is open to it."""
+    if identity.uid == 0:
+        return None
+    for folder in [*reversed(path.parents), path]:
+        try:
+            info = folder.stat()
+        except OSError:
+            return None
+        if info.st_uid == identity.uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in identity.groups:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return folder
+    return None
+
+
+def unreachable_paths(identity: Identity, paths: list[Path]) -> list[str]:
+    """One line per path (Python's library, the app folder...) the identity cannot reach."""
+    problems = []
+    for path in paths:
+        closed = first_closed_folder(identity, path.resolve())
+        if closed is not None:
+            problems.append(f"{path} (blocked at {closed})")
+    return problems
 
 
 def parse_umask(value: str | int) -> int:

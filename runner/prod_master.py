@@ -13,13 +13,14 @@ import contextlib
 import logging
 import os
 import signal
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import control, reuseport
+from . import control, privileges, reuseport
 from .channel import READY
 from .errors import UsageError
 from .metrics import metrics_server
@@ -101,12 +102,26 @@ class Production:
                 self._servers.append(metrics_server(address, self.snapshot))
             except (OSError, ValueError) as exc:
                 raise UsageError(f"--metrics {address!r}: {exc}") from None
-            log.info("metrics on http://%s/metrics", address)
+            host, port = self._servers[-1].listener.getsockname()[:2]
+            log.info("metrics on http://%s:%d/metrics", host, port)
         if getattr(self.settings, "reload", False):
             self._watcher = SourceWatcher([self.settings.app_dir])
             log.info("--reload: watching %d files", self._watcher.watched)
         if getattr(self.settings, "reuse_port", False):
             reuseport.warn_without_migration()
+        self._warn_unreachable()
+
+    def _warn_unreachable(self) -> None:
+        identity = privileges.resolve(
+            getattr(self.settings, "user", None), getattr(self.settings, "group", None)
+        )
+        if identity is None:
+            return
+        paths = [Path(sysconfig.get_paths()["stdlib"]), Path(self.settings.app_dir)]
+        for problem in privileges.unreachable_paths(identity, paths):
+            log.warning(
+                "--user %s cannot read %s: imports in workers will fail", identity.name, problem
+            )
 
     def fds(self) -> list[int]:
         """Descriptors the master waits on; call `service()` when one is readable."""

@@ -107,7 +107,7 @@ def _flag(raw: object) -> bool:
     raise BadValue("use true or false (also 1/0, yes/no, on/off)")
 
 
-REUSE_PORT_DEFAULT = False
+REUSE_PORT_DEFAULT = True
 """Chosen from measured connection spread; see the README's production master section."""
 
 ROWS: tuple[tuple[str, Callable[[object], Any], Any, str, str, bool], ...] = (

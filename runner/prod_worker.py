@@ -2,9 +2,9 @@
 
 `prepare` runs right after the fork, before the app loads: it swaps `--reuse-port`
 reservations for this worker's own listening sockets, sets `--umask`, drops to `--user`/
-`--group` (after every bind). `loop_hook` returns the tick hook that, once the loop runs, arms
-the stack dump the master asks for on heartbeat timeout, runs the `--block-warn` watchdog and
-publishes its lag.
+`--group` (after every bind) and arms the stack dump the master asks for on heartbeat timeout.
+`loop_hook` returns the tick hook that starts the `--block-warn` watchdog once the loop runs
+and publishes its lag each tick.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def prepare(settings: Any, sockets: list[socket.socket]) -> list[socket.socket]:
     identity = privileges.resolve(getattr(settings, "user", None), getattr(settings, "group", None))
     if identity is not None:
         privileges.drop(identity)
+    install_stack_dump()
     return sockets
 
 
@@ -45,8 +46,6 @@ def loop_hook(settings: Any) -> Callable[[Any], None]:
         nonlocal started
         if not started:
             started = True
-            # Here, not in prepare(): the worker's own signal setup must not replace it.
-            install_stack_dump()
             watchdog.start()
             lifecycle.add_stats_provider("loop", watchdog.stats)
         slot = getattr(worker, "slot", None)

@@ -19,7 +19,7 @@ from typing import Any
 
 from tornado.netutil import bind_sockets
 
-from .errors import UsageError
+from .sockets import bind_error
 
 log = logging.getLogger("tornado_run.reuseport")
 
@@ -50,6 +50,8 @@ def reserve(host: str, port: int) -> list[socket.socket]:
         for family, kind, proto, address in _addresses(host, port):
             if bound and port == 0:
                 address = (address[0], bound[0].getsockname()[1], *address[2:])
+            if address[1]:
+                _refuse_if_taken(family, kind, proto, address)
             sock = socket.socket(family, kind, proto)
             bound.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -67,6 +69,16 @@ def reserve(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise
     return bound
+
+
+def _refuse_if_taken(family: int, kind: int, proto: int, address: tuple[object, ...]) -> None:
+    """Raise EADDRINUSE if anyone listens on or reserves `address`: a SO_REUSEPORT bind alone
+    would silently join another server's group (same user) and split its traffic."""
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(address)
 
 
 def listen_sockets(host: str, port: int, backlog: int = 1024) -> list[socket.socket]:
@@ -90,8 +102,7 @@ def bind_for_workers(
             try:
                 result.extend(reserve(spec.host, spec.port))
             except OSError as exc:
-                reason = exc.strerror or str(exc)
-                raise UsageError(f"--bind {spec.text}: {reason} (with --reuse-port)") from None
+                raise bind_error(spec, exc) from None
     except BaseException:
         for sock in result:
             sock.close()

@@ -90,21 +90,24 @@ def _bind_one(spec: BindSpec, backlog: int) -> list[socket.socket]:
         if spec.kind == "unix":
             return [_bind_unix(spec, backlog)]
         return [adopt_fd(spec.fd, backlog, f"--bind {spec.text}")]
-    except socket.gaierror as exc:
-        reason = f"cannot resolve host '{spec.host}' ({exc.strerror})"
-        raise UsageError(f"--bind {spec.text}: {reason}") from None
     except OSError as exc:
-        raise UsageError(f"--bind {spec.text}: {_reason(exc)}") from None
+        raise bind_error(spec, exc) from None
 
 
-def _reason(exc: OSError) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return "address already in use (another server is listening there)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return "cannot assign that address (not an address of this machine)"
-    if exc.errno == errno.EACCES:
-        return "permission denied (ports below 1024 need privileges)"
-    return exc.strerror or str(exc)
+def bind_error(spec: BindSpec, exc: OSError, note: str = "") -> UsageError:
+    """The one-line error for a failed bind of `spec`, e.g. "--bind 127.0.0.1:80: address
+    already in use (another server is listening there)"; `note` is appended in parentheses."""
+    if isinstance(exc, socket.gaierror):
+        reason = f"cannot resolve host '{spec.host}' ({exc.strerror})"
+    elif exc.errno == errno.EADDRINUSE:
+        reason = "address already in use (another server is listening there)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        reason = "cannot assign that address (not an address of this machine)"
+    elif exc.errno == errno.EACCES:
+        reason = "permission denied (ports below 1024 need privileges)"
+    else:
+        reason = exc.strerror or str(exc)
+    return UsageError(f"--bind {spec.text}: {reason}" + (f" ({note})" if note else ""))
 
 
 def _bind_unix(spec: BindSpec, backlog: int) -> socket.socket:
@@ -162,7 +165,8 @@ def adopt_fd(fd: int, backlog: int, where: str) -> socket.socket:
             sock.listen(backlog)
         except OSError as exc:
             sock.detach()
-            raise UsageError(f"{where}: cannot listen on fd {fd}: {_reason(exc)}") from None
+            reason = exc.strerror or str(exc)
+            raise UsageError(f"{where}: cannot listen on fd {fd}: {reason}") from None
     sock.setblocking(False)
     return sock
 

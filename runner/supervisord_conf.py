@@ -3,8 +3,9 @@
 Two modes:
 
 - ``program``: supervisord runs the tornado-run master, which binds and forks its workers.
-  Stops go to the whole process group, and ``stopwaitsecs`` is derived from the graceful
-  timeout so supervisord never kills a master that is still draining.
+  TERM goes to the master alone, which drains its workers and their pools in order;
+  ``stopwaitsecs`` is derived from the graceful timeout so supervisord never kills a master
+  that is still draining, and if it must, the SIGKILL goes to the whole process group.
 - ``fcgi``: supervisord owns the listening socket and hands it as fd 0 to ``numprocs``
   single-process servers (``--no-master --bind fd://0``); supervisord is the master.
 """
@@ -22,16 +23,19 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import sockets
-from .errors import BadValue
+from .config import read_config_file
+from .errors import BadValue, RunnerError
+from .master import CRASH_LIMIT, CRASH_WINDOW
+from .options import OPTIONS_BY_NAME
 from .sockets import BindSpec
 
 PROG = "tornado-run supervisord-conf"
-DEFAULT_GRACEFUL_TIMEOUT = 30.0
+DEFAULT_GRACEFUL_TIMEOUT = float(OPTIONS_BY_NAME["graceful_timeout"].default)
 STOP_MARGIN_SECONDS = 5
 """Added to the graceful timeout: time for the forced stop, pool shutdown and exit."""
-DEFAULT_STARTSECS = 5
-"""Longer than tornado-run needs to detect a crash loop (exit 3), so such an exit happens
-while supervisord still counts the start as failed and ends in FATAL, not in a restart."""
+FCGI_STARTSECS = 5
+"""A --no-master process has no crash-loop detection of its own: supervisord is the master."""
+BOOT_MARGIN_SECONDS = 5
 DEFAULT_STARTRETRIES = 2
 DEFAULT_LOG_DIR = "/var/log/tornado-run"
 LOG_MAXBYTES = "50MB"
@@ -116,26 +120,55 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("app", help="MODULE:ATTR of the tornado.web.Application")
-    parser.add_argument("--mode", choices=("program", "fcgi"), default="program")
-    parser.add_argument("--name", default="tornado-run", help="supervisord program name")
-    parser.add_argument("--workers", type=_workers, help="program mode: auto or N")
-    parser.add_argument("--bind", action="append", default=[], help="repeatable in program mode")
     parser.add_argument(
-        "--graceful-timeout", type=_seconds, default=DEFAULT_GRACEFUL_TIMEOUT, metavar="SECONDS"
+        "--mode",
+        choices=("program", "fcgi"),
+        default="program",
+        help="program: supervisord runs the tornado-run master (default); fcgi: supervisord "
+        "owns the socket and runs --numprocs single-process servers",
     )
-    parser.add_argument("--numprocs", type=_positive_int, help="fcgi mode: processes (default 2)")
-    parser.add_argument("--directory", help="working directory of the program")
-    parser.add_argument("--app-dir", help="passed to tornado-run --app-dir")
-    parser.add_argument("--config", help="passed to tornado-run --config")
-    parser.add_argument("--user", help="run as this user (supervisord must run as root)")
-    parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="where the log files go")
-    parser.add_argument("--startsecs", type=_non_negative_int, default=DEFAULT_STARTSECS)
-    parser.add_argument("--startretries", type=_non_negative_int, default=DEFAULT_STARTRETRIES)
+    parser.add_argument("--name", default="tornado-run", help="program name (default: %(default)s)")
+    parser.add_argument("--workers", type=_workers, metavar="N|auto", help="program mode only")
+    parser.add_argument(
+        "--bind",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="HOST:PORT, unix:PATH or (program mode) fd://N; repeatable in program mode "
+        "(default: 127.0.0.1:8000)",
+    )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        metavar="S",
+        help=f"drain time; stopwaitsecs is this plus {STOP_MARGIN_SECONDS} (default: the "
+        f"--config file's graceful_timeout, else {DEFAULT_GRACEFUL_TIMEOUT:g})",
+    )
+    parser.add_argument("--numprocs", type=_positive_int, metavar="N", help="fcgi mode (default 2)")
+    parser.add_argument("--directory", metavar="DIR", help="working directory of the program")
+    parser.add_argument("--app-dir", metavar="DIR", help="passed to tornado-run --app-dir")
+    parser.add_argument("--config", metavar="FILE", help="passed to tornado-run --config")
+    parser.add_argument("--user", help="run as USER (supervisord must run as root)")
+    parser.add_argument(
+        "--log-dir", metavar="DIR", default=DEFAULT_LOG_DIR, help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--startsecs",
+        type=_non_negative_int,
+        metavar="S",
+        help="default: longer than tornado-run needs to detect a crash loop",
+    )
+    parser.add_argument(
+        "--startretries", type=_non_negative_int, default=DEFAULT_STARTRETRIES, metavar="N"
+    )
     parser.add_argument(
         "--environment", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
     )
     parser.add_argument(
-        "--executable", default=default_executable(), help="path of the tornado-run script"
+        "--executable",
+        metavar="PATH",
+        default=default_executable(),
+        help="the tornado-run script (default: %(default)s)",
     )
     return parser
 
@@ -146,9 +179,39 @@ def default_executable() -> str:
     return str(candidate) if candidate.exists() else "tornado-run"
 
 
+def start_seconds(mode: str, workers: str | None) -> int:
+    """Seconds before supervisord deems a start successful. In program mode this outlasts the
+    master's crash-loop detection (CRASH_LIMIT deaths, each within CRASH_WINDOW of its boot;
+    workers die in parallel), so its exit 3 happens while the start still counts as failed:
+    supervisord then ends in FATAL after `startretries` instead of restarting it for ever."""
+    if mode == "fcgi":
+        return FCGI_STARTSECS
+    count = int(workers) if workers and workers.isdigit() else 1  # auto: assume the worst
+    rounds = math.ceil(CRASH_LIMIT / count)
+    return math.ceil(rounds * CRASH_WINDOW) + BOOT_MARGIN_SECONDS
+
+
 def stop_wait_seconds(graceful_timeout: float) -> int:
     """Seconds supervisord waits after TERM before SIGKILL: always above the graceful timeout."""
     return math.ceil(graceful_timeout) + STOP_MARGIN_SECONDS
+
+
+def _graceful_timeout(args: argparse.Namespace) -> float:
+    """The command line's value, else the --config file's, else tornado-run's default."""
+    if args.graceful_timeout is not None:
+        return float(args.graceful_timeout)
+    if not args.config:
+        return DEFAULT_GRACEFUL_TIMEOUT
+    path = Path(args.directory or ".", args.config)
+    try:
+        raw = read_config_file(path)["server"].get("graceful_timeout")
+        if raw is None:
+            return DEFAULT_GRACEFUL_TIMEOUT
+        return float(OPTIONS_BY_NAME["graceful_timeout"].parse(raw))
+    except BadValue as exc:
+        raise UsageError(f"--config {path}: graceful_timeout {raw!r}: {exc}") from None
+    except RunnerError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check(args: argparse.Namespace) -> list[BindSpec]:
@@ -161,6 +224,7 @@ def _check(args: argparse.Namespace) -> list[BindSpec]:
         if not sep or not _ENV_KEY_RE.match(key):
             raise UsageError(f"--environment {item!r}: allowed: KEY=VALUE")
     binds = [parse_bind(spec) for spec in args.bind] or [parse_bind("127.0.0.1:8000")]
+    args.graceful_timeout = _graceful_timeout(args)
     if args.mode == "program":
         if args.numprocs not in (None, 1):
             raise UsageError(
@@ -219,12 +283,12 @@ def render(args: argparse.Namespace, binds: list[BindSpec], extra: Sequence[str]
     lines += [
         "stopsignal=TERM",
         f"stopwaitsecs={stop_wait_seconds(args.graceful_timeout)}",
-        "stopasgroup=true",
+        "stopasgroup=false",
         "killasgroup=true",
         "autostart=true",
         "autorestart=unexpected",
         "exitcodes=0",
-        f"startsecs={args.startsecs}",
+        f"startsecs={_startsecs(args)}",
         f"startretries={args.startretries}",
         "redirect_stderr=true",
         f"stdout_logfile={_escape(args.log_dir.rstrip('/'))}/{log_name}.log",
@@ -234,6 +298,12 @@ def render(args: argparse.Namespace, binds: list[BindSpec], extra: Sequence[str]
     env = ["PYTHONUNBUFFERED=1", *args.environment]
     lines.append("environment=" + ",".join(_env_item(item) for item in env))
     return "\n".join(lines) + "\n"
+
+
+def _startsecs(args: argparse.Namespace) -> int:
+    if args.startsecs is not None:
+        return int(args.startsecs)
+    return start_seconds(args.mode, args.workers)
 
 
 def _env_item(item: str) -> str:

@@ -14,8 +14,10 @@ code is stuck in `time.sleep` or a C call).
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
 import logging
+import os
 import signal
 import sys
 import threading
@@ -114,10 +116,11 @@ class LoopWatchdog:
         lag = max(0.0, now - self._next_due)
         self.max_lag = max(self.max_lag, lag)
         if self.threshold is not None and lag >= self.threshold:
-            self.episodes += 1
             with self._lock:
                 stack, self._episode_stack = self._episode_stack, None
                 self._episode_reported_long = False
+            if stack != IDLE:  # a starved but idle loop is no handler's doing
+                self.episodes += 1
             self._report_episode(lag, stack)
         self._next_due = now + self.tick
         assert self._loop is not None
@@ -157,4 +160,21 @@ class LoopWatchdog:
         frame: FrameType | None = sys._current_frames().get(self._loop_thread_id)
         if frame is None:
             return "  (loop thread not found)\n"
-        return "".join(traceback.format_stack(frame))
+        return format_loop_stack(traceback.extract_stack(frame))
+
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
+IDLE = "  (idle, waiting for I/O: the process did not get the CPU in time)\n"
+
+
+def format_loop_stack(frames: traceback.StackSummary) -> str:
+    """The frames below the event loop's own (the callback and what it called), or `IDLE`
+    when the loop thread was waiting in its poller."""
+    last_loop_frame = -1
+    for index, entry in enumerate(frames):
+        if entry.filename.startswith(_ASYNCIO_DIR):
+            last_loop_frame = index
+    inner = frames[last_loop_frame + 1 :]
+    if not inner or os.path.basename(inner[-1].filename) == "selectors.py":
+        return IDLE
+    return "".join(traceback.StackSummary.from_list(list(inner)).format())

@@ -8,6 +8,7 @@ report to, and the sockets are this process's own).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -15,8 +16,11 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import NoReturn
 
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.ioloop import PeriodicCallback
@@ -26,6 +30,7 @@ from .appload import load_application
 from .channel import DRAINING, READY, EventWriter, Scoreboard, WorkerSlot
 from .config import Settings
 from .errors import EXIT_FAILURE, EXIT_OK, RunnerError, format_error
+from .logsetup import reopen_log_files
 from .server import DrainingHTTPServer, ProxyTrust
 
 log = logging.getLogger("tornado_run.worker")
@@ -33,7 +38,8 @@ log = logging.getLogger("tornado_run.worker")
 TICK_SECONDS = 0.5
 """How often the loop stamps its heartbeat, publishes counters and checks its parent."""
 _PR_SET_PDEATHSIG = 1
-_IGNORED_SIGNALS = ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGUSR2", "SIGWINCH")
+# SIGUSR2 is left alone: it dumps every thread's stack (prod_worker arms faulthandler on it).
+_IGNORED_SIGNALS = ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGWINCH")
 
 
 @dataclass
@@ -64,6 +70,42 @@ def run_worker(ctx: WorkerContext) -> int:
     except Exception:
         log.exception("worker %d failed", ctx.worker_id)
         return EXIT_FAILURE
+
+
+def run_forked_worker(
+    ctx: WorkerContext,
+    inherited_fds: list[int],
+    master_signals: tuple[str, ...],
+    hooks: list[Callable[[WorkerContext], None]],
+) -> NoReturn:
+    """In a child just forked by the master: drop the master's signal handlers and file
+    descriptors, run `hooks`, serve, and exit with the worker's code (never returns)."""
+    code = EXIT_FAILURE
+    try:
+        signal.set_wakeup_fd(-1)
+        for name in master_signals:
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        # Until the worker's loop takes over there is nothing to drain: leave quietly.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(signum, _exit_quietly)
+        for fd in inherited_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for hook in hooks:
+            hook(ctx)
+        code = run_worker(ctx)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    os._exit(EXIT_OK)
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -127,6 +169,8 @@ class Worker:
         self.server.add_sockets(self.ctx.sockets)
         ticker = PeriodicCallback(self.tick, TICK_SECONDS * 1000)
         ticker.start()
+        for hook in self.ctx.tick_hooks:  # first run now: e.g. the loop watchdog starts here
+            hook(self)
         self._publish(state=READY)
         if self.events is not None:
             self.events.send("ready", pid=os.getpid())
@@ -198,6 +242,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self._on_int)
         loop.add_signal_handler(signal.SIGQUIT, self.stop_now)
+        loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
         for name in _IGNORED_SIGNALS:
             if hasattr(signal, name):
                 loop.add_signal_handler(getattr(signal, name), lambda: None)

@@ -5,7 +5,8 @@ servers that are stopped at teardown.
 after each test. New ones still alive after a short grace wait are killed by pid and fail the
 test. Exempt: Python's own long-lived helpers (multiprocessing forkserver, resource tracker,
 spawn children) and forks of pytest itself (in-process pool workers), which their owners
-manage across tests.
+manage across tests, and new children of processes that predate the test (a module-scoped
+server's master replacing a worker).
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def _descendants() -> dict[int, psutil.Process]:
     return {}
 
 
+def _under(proc: psutil.Process, ancestors: set[int]) -> bool:
+    """True if an ancestor of `proc` is in `ancestors` (a process that predates the test and
+    owns its children, e.g. a module-scoped server whose master replaced a worker)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return any(parent.pid in ancestors for parent in proc.parents())
+    return False
+
+
 def _tracked(proc: psutil.Process, own_cmdline: list[str]) -> bool:
     try:
         cmdline = proc.cmdline()
@@ -45,7 +54,11 @@ def no_leftover_processes() -> Iterator[None]:
     before = set(_descendants())
     yield
     own = psutil.Process(os.getpid()).cmdline()
-    new = [p for pid, p in _descendants().items() if pid not in before and _tracked(p, own)]
+    new = [
+        proc
+        for pid, proc in _descendants().items()
+        if pid not in before and not _under(proc, before) and _tracked(proc, own)
+    ]
     if not new:
         return
     _, alive = psutil.wait_procs(new, timeout=GRACE_SECONDS)

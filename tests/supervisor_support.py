@@ -281,7 +281,7 @@ def program_section(
         f"directory={workdir}\n"
         "stopsignal=TERM\n"
         f"stopwaitsecs={stopwaitsecs}\n"
-        "stopasgroup=true\n"
+        "stopasgroup=false\n"
         "killasgroup=true\n"
         "autostart=true\n"
         "autorestart=unexpected\n"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from examples_support import REPO_ROOT
+from examples_support import REPO_ROOT, example_module, free_port
 
 RUN = REPO_ROOT / "examples" / "bench" / "run.py"
 
@@ -81,3 +82,21 @@ def test_unknown_section_is_a_usage_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "'helo'" in done.stderr and "hello" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_port_in_use_and_broken_peer_are_one_line_skips() -> None:
+    harness = example_module("bench.harness")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = harness.Server("peer", [sys.executable, "-c", "pass"], port)
+        with pytest.raises(harness.Skip, match=f"^port {port} is already in use$"):
+            server.start()
+    broken = harness.Server("peer", [sys.executable, "-c", "import no_such_peer"], free_port())
+    with pytest.raises(harness.Skip) as skipped:
+        broken.start(timeout=20)
+    assert str(skipped.value) == (
+        "peer exited with code 1: ModuleNotFoundError: No module named 'no_such_peer'"
+    )
+    broken.stop()

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,11 +26,9 @@ import tornado.web
 distributed = pytest.importorskip("distributed")
 
 import dask_support as ds  # noqa: E402
-from tornado_run.decorators import dask_pool, pools  # noqa: E402
+from tornado_run.decorators import Overloaded, dask_pool, pools, unblock  # noqa: E402
 from tornado_run.decorators.dask_pool import ClusterUnavailable, DaskPool  # noqa: E402
-from tornado_run.decorators.errors import Overloaded  # noqa: E402
 from tornado_run.decorators.pool_api import PoolSpec  # noqa: E402
-from tornado_run.decorators.unblock import unblock  # noqa: E402
 from tornado_run.runner.lifecycle import ConfigurationError  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
@@ -297,6 +296,74 @@ def test_closed_pool_refuses_calls_and_releases_its_client(cluster: Any) -> None
     first, status = ds.run_bounded(scenario())
     assert first == 16
     assert status == "closed"
+
+
+def test_size_caps_calls_in_flight_on_the_cluster(cluster: Any) -> None:
+    async def scenario() -> tuple[dict[str, Any], list[float]]:
+        pool = make_pool(cluster.scheduler_address, size=1)
+        try:
+            calls = [asyncio.ensure_future(pool.run(ds.nap, (0.5,), {}, timeout=20)) for _ in "ab"]
+            await asyncio.sleep(0.25)
+            during = dict(pool.stats())
+            return during, list(await asyncio.gather(*calls))
+        finally:
+            await pool.aclose(5)
+
+    during, results = ds.run_bounded(scenario())
+    assert results == [0.5, 0.5]
+    assert (during["size"], during["busy"], during["queued"]) == (1, 1, 1)
+
+
+def test_graceful_close_cancels_calls_still_running_at_its_deadline(cluster: Any) -> None:
+    async def scenario() -> tuple[BaseException | float, dict[str, Any]]:
+        pool = make_pool(cluster.scheduler_address)
+        call = asyncio.ensure_future(pool.run(ds.nap, (2,), {}, timeout=None))
+        await asyncio.sleep(0.3)
+        await pool.aclose(0.3)
+        outcome = await asyncio.gather(call, return_exceptions=True)
+        return outcome[0], dict(pool.stats())
+
+    outcome, stats = ds.run_bounded(scenario(), timeout=20)
+    assert isinstance(outcome, RuntimeError)
+    assert "cancelled (tornado-run: pool closed)" in str(outcome)
+    assert stats["failed"] == 1 and stats["busy"] == 0
+
+
+def test_close_from_another_thread_closes_the_client_on_its_own_loop(cluster: Any) -> None:
+    """What `pools.shutdown()` and redeclaring a pool do: a blocking close from outside."""
+    pool = make_pool(cluster.scheduler_address)
+    used = threading.Event()
+    release = threading.Event()
+    seen: dict[str, Any] = {}
+
+    async def serve() -> None:
+        seen["result"] = await pool.run(ds.square, (5,), {}, timeout=20)
+        seen["client"] = pool._client
+        used.set()
+        while not release.is_set():
+            await asyncio.sleep(0.02)
+
+    loop_thread = threading.Thread(target=ds.run_bounded, args=(serve(),))
+    loop_thread.start()
+    try:
+        assert used.wait(30)
+        pool.close(wait=True, timeout=10)
+        assert seen["client"].status == "closed"
+    finally:
+        release.set()
+        loop_thread.join(30)
+    assert seen["result"] == 25
+    with pytest.raises(RuntimeError, match="shut down"):
+        ds.run_bounded(pool.run(ds.square, (5,), {}, timeout=20))
+
+
+def test_close_after_the_loop_ended_returns_at_once(cluster: Any) -> None:
+    pool = make_pool(cluster.scheduler_address)
+    assert ds.run_bounded(pool.run(ds.square, (6,), {}, timeout=20)) == 36
+    started = time.monotonic()
+    pool.close(wait=True, timeout=10)
+    assert time.monotonic() - started < 5
+    assert pool._client is None
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,11 @@ echo app, also run by tornado-run)."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 
 import pytest
-from examples_support import Served, free_port, serve
+from examples_support import InFlight, Served, free_port, serve
 from urllib3 import encode_multipart_formdata
 
 
@@ -71,3 +72,31 @@ def test_unreachable_upstream_is_502() -> None:
     env = {"FORWARD_UPSTREAM": f"http://127.0.0.1:{free_port()}"}
     with serve("examples.forwarding:application", env=env, ready_path="/upload") as app:
         assert app.get("/proxy/anything").status == 502
+
+
+@pytest.mark.parametrize("route", ["/fetch-blocking", "/fetch-unblock"])
+def test_blocking_client_routes_return_the_upstream_answer(proxy: Served, route: str) -> None:
+    answer = proxy.get(f"{route}/echo/x?y=1")
+    assert answer.status == 200, answer.body
+    assert answer.json()["path"] == "/echo/x"
+    assert answer.json()["query"] == "y=1"
+    assert proxy.get(f"{route}/echo?delay_ms=oops").status == 400
+
+
+def test_blocking_client_on_the_loop_holds_up_the_worker(proxy: Served) -> None:
+    slow = InFlight(proxy, "/fetch-blocking/echo?delay_ms=1200")
+    slow.start()
+    time.sleep(0.3)
+    assert proxy.get("/proxy/echo").status == 200
+    done = time.monotonic()
+    assert slow.wait().status == 200
+    assert slow.finished_at is not None and slow.finished_at <= done
+
+
+def test_blocking_client_under_unblock_leaves_the_loop_free(proxy: Served) -> None:
+    slow = InFlight(proxy, "/fetch-unblock/echo?delay_ms=1500")
+    slow.start()
+    time.sleep(0.3)
+    assert proxy.get("/proxy/echo").status == 200
+    assert slow.finished_at is None, "the proxy should answer while the fetch waits"
+    assert slow.wait().status == 200

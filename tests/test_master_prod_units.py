@@ -228,6 +228,21 @@ def test_worker_swaps_reservations_for_its_own_listeners_only(tmp_path: Path) ->
             sock.close()
 
 
+def test_reuse_port_refuses_a_port_another_server_holds() -> None:
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        with pytest.raises(OSError, match="in use"):
+            reuseport.reserve("127.0.0.1", other.getsockname()[1])
+    first = reuseport.reserve("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError, match="in use"):
+            reuseport.reserve("127.0.0.1", first[0].getsockname()[1])
+    finally:
+        first[0].close()
+
+
 def _accept_all(listener: socket.socket) -> int:
     accepted = 0
     deadline = time.monotonic() + 2

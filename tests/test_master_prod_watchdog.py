@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -10,11 +11,19 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tornado.ioloop import IOLoop
-from tornado_run.runner.watchdog import STACK_DUMP_SIGNAL, LoopWatchdog, tick_for
+from tornado_run.runner.watchdog import (
+    IDLE,
+    STACK_DUMP_SIGNAL,
+    LoopWatchdog,
+    format_loop_stack,
+    tick_for,
+)
 
 
 def cpu_bound_handler(seconds: float) -> None:
@@ -95,6 +104,40 @@ def test_watchdog_thread_ends_on_stop() -> None:
     watchdog = LoopWatchdog(threshold=0.1)
     run_loop_with(watchdog, [], total=0.1)
     assert not [t for t in threading.enumerate() if t.name == "tornado-run-watchdog"]
+
+
+def test_an_idle_loop_stack_is_recognised_as_idle() -> None:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.2)  # let it settle into its poller
+        assert thread.ident is not None
+        frame = sys._current_frames()[thread.ident]
+        assert format_loop_stack(traceback.extract_stack(frame)) == IDLE
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()
+
+
+def test_loop_stack_starts_below_the_event_loop_frames() -> None:
+    def handler() -> str:
+        return format_loop_stack(traceback.extract_stack())
+
+    loop = asyncio.new_event_loop()
+    try:
+        text = loop.run_until_complete(_call_in_loop(handler))
+    finally:
+        loop.close()
+    assert "in handler" in text
+    assert "base_events.py" not in text and "run_until_complete" not in text
+
+
+async def _call_in_loop(fn: Callable[[], str]) -> str:
+    future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(lambda: future.set_result(fn()))
+    return await future
 
 
 @pytest.mark.parametrize("bad", [0, -1.0])

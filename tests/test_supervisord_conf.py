@@ -42,7 +42,7 @@ def test_program_section_waits_longer_than_the_graceful_timeout(
     )  # fmt: skip
     web = parse_programs(tmp_path, section)["web"]
     assert web.stopwaitsecs > 42.5
-    assert web.stopsignal == 15 and web.stopasgroup and web.killasgroup
+    assert web.stopsignal == 15 and not web.stopasgroup and web.killasgroup
     assert web.exitcodes == [0] and web.autorestart.__name__ == "RestartWhenExitUnexpected"
     assert web.command.split()[1:] == [
         "myapp:application", "--workers", "3", "--bind", "127.0.0.1:8123",
@@ -70,6 +70,20 @@ def test_fcgi_section_hands_one_supervisor_socket_to_numprocs_processes(
         assert proc.stdout_logfile == str(tmp_path / f"{proc.name}.log")
 
 
+def test_stopwaitsecs_follows_the_config_files_graceful_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "app.toml").write_text("[server]\ngraceful_timeout = 61\n")
+    section = generate(
+        capsys, "myapp:application", "--directory", str(tmp_path), "--config", "app.toml"
+    )
+    assert "--graceful-timeout 61 --config app.toml\n" in section
+    assert "stopwaitsecs=66\n" in section
+    (tmp_path / "app.toml").write_text("[server]\ngraceful_timeout = -1\n")
+    assert supervisord_conf.main(["myapp:application", "--config", str(tmp_path / "app.toml")]) == 2
+    assert "graceful_timeout -1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
@@ -93,6 +107,7 @@ def test_fcgi_section_hands_one_supervisor_socket_to_numprocs_processes(
         (["myapp:application", "--environment", "NOVALUE"], "'NOVALUE'"),
         (["myapp:application", "--startsecs", "-5"], "'-5'"),
         (["myapp:application", "--colour"], "--colour"),
+        (["myapp:application", "--config", "/nonexistent/app.toml"], "/nonexistent/app.toml"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -122,8 +137,23 @@ def test_sample_supervisord_conf_stops_slower_than_it_drains(tmp_path: Path) -> 
     for proc in procs:
         graceful = float(proc.command.split("--graceful-timeout ")[1].split()[0])
         assert proc.stopwaitsecs > graceful, proc.name
-        assert proc.stopasgroup and proc.killasgroup and proc.exitcodes == [0]
+        assert not proc.stopasgroup and proc.killasgroup and proc.exitcodes == [0]
         assert proc.startretries <= 3
+    master = next(p for p in procs if p.name == "web")
+    assert master.startsecs >= supervisord_conf.start_seconds("program", "auto")
+
+
+@pytest.mark.parametrize("workers", ["auto", "1", "2", "3", "16"])
+def test_program_startsecs_outlast_crash_loop_detection(
+    workers: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tornado_run.runner.master import CRASH_LIMIT, CRASH_WINDOW
+
+    section = generate(capsys, "myapp:application", "--workers", workers)
+    startsecs = int(section.split("startsecs=")[1].split()[0])
+    count = 1 if workers == "auto" else int(workers)
+    deaths_per_worker = -(-CRASH_LIMIT // count)
+    assert startsecs > deaths_per_worker * CRASH_WINDOW
 
 
 def test_sample_toml_lists_every_server_option() -> None:
@@ -152,3 +182,27 @@ def test_tornado_run_cli_dispatches_to_the_generator() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("[program:tornado-run]\n")
     assert "stopwaitsecs=12\n" in result.stdout
+
+
+def unit_settings(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a systemd unit file (comments and sections skipped)."""
+    settings = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings[key.strip()] = value.strip()
+    return settings
+
+
+def test_sample_systemd_units_use_socket_activation_and_do_not_restart_exit_3() -> None:
+    service = unit_settings(CONF / "tornado-run.service")
+    socket_unit = unit_settings(CONF / "tornado-run.socket")
+    command = service["ExecStart"].split()
+    assert "--bind" not in command, "the socket comes from tornado-run.socket (LISTEN_FDS)"
+    graceful = float(command[command.index("--graceful-timeout") + 1])
+    assert float(service["TimeoutStopSec"]) > graceful
+    assert service["KillMode"] == "mixed" and service["KillSignal"] == "SIGTERM"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert {"2", "3"} <= set(service["RestartPreventExitStatus"].split())
+    assert service["Requires"] == "tornado-run.socket"
+    assert socket_unit["ListenStream"] == "127.0.0.1:8000"

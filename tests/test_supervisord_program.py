@@ -56,6 +56,27 @@ def serving(sup: Supervisord, port: int) -> int:
     return master
 
 
+def stop_during(sup: Supervisord, port: int, path: str, mark: Path) -> tuple[Any, list[Any]]:
+    """Start GET `path` (which touches `mark` once in flight), snapshot the program's process
+    tree, `supervisorctl stop` it; return (the answer or the client's error, the tree)."""
+    result: dict[str, Any] = {}
+
+    def request() -> None:
+        try:
+            result["answer"] = http_get(port, f"{path}&mark={mark}", timeout=30)
+        except OSError as exc:
+            result["answer"] = exc
+
+    client = threading.Thread(target=request)
+    client.start()
+    wait_for(mark.exists, 20, "the request to be in flight")
+    group = sup.remember_tree(int(sup.info(NAME)["pid"]))
+    stopped = sup.ctl("stop", NAME)
+    client.join(timeout=35)
+    assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    return result.get("answer"), group
+
+
 def test_program_mode_runs_and_serves(tmp_path: Path) -> None:
     port = free_port()
     with running_supervisord(tmp_path, web_section(tmp_path, port)) as sup:
@@ -70,27 +91,13 @@ def test_program_mode_runs_and_serves(tmp_path: Path) -> None:
 @pytest.mark.timeout(90)
 def test_stop_drains_in_flight_request_and_leaves_no_process(tmp_path: Path) -> None:
     port = free_port()
-    mark = tmp_path / "in-flight"
     with running_supervisord(tmp_path, web_section(tmp_path, port)) as sup:
         master = serving(sup, port)
         worker_pids(master, 2)
-        group = sup.remember_tree(master)
-        result: dict[str, Any] = {}
+        mark = tmp_path / "in-flight"
+        answer, group = stop_during(sup, port, "/slow?s=2", mark)
 
-        def slow_request() -> None:
-            try:
-                result["answer"] = http_get(port, f"/slow?s=2&mark={mark}", timeout=20)
-            except OSError as exc:
-                result["error"] = exc
-
-        client = threading.Thread(target=slow_request)
-        client.start()
-        wait_for(mark.exists, 10, "the slow request to start")
-        stopped = sup.ctl("stop", NAME)
-        client.join(timeout=25)
-
-        assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
-        assert result.get("answer") == (200, {"pid": int(mark.read_text()), "slept": 2.0})
+        assert answer == (200, {"pid": int(mark.read_text()), "slept": 2.0})
         info = sup.info(NAME)
         assert info["statename"] == "STOPPED"
         assert info["exitstatus"] == 0, "a TERM stop is a clean exit"
@@ -145,3 +152,41 @@ def test_supervisord_restarts_a_killed_master_and_old_workers_die(tmp_path: Path
         body = wait_for(lambda: try_get(port), 20, "the restarted master to serve")
         assert psutil.Process(body["pid"]).ppid() == new_master
         assert "terminated by SIGKILL" in sup.log_text()
+
+
+@pytest.mark.timeout(90)
+def test_stop_lets_in_flight_process_pool_work_finish(tmp_path: Path) -> None:
+    port = free_port()
+    command = tornado_run_command(
+        "pool_app:application", "--workers 1", f"--bind 127.0.0.1:{port}", "--graceful-timeout 10"
+    )
+    section = program_section(NAME, command, tmp_path, startsecs=1, stopwaitsecs=15)
+    with running_supervisord(tmp_path, section) as sup:
+        sup.wait_state(NAME, "RUNNING", 30)
+        wait_for(lambda: try_get(port, "/crunch?s=0"), 30, "the pool app to serve")
+        answer, group = stop_during(sup, port, "/crunch?s=2", tmp_path / "in-flight")
+
+        assert len(group) >= 3, "master, worker and at least one pool process"
+        assert isinstance(answer, tuple) and answer[0] == 200, answer
+        assert answer[1]["pool_pid"] in {p.pid for p in group}
+        assert sup.info(NAME)["exitstatus"] == 0
+        assert [p.pid for p in group if not is_gone(p)] == []
+
+
+@pytest.mark.timeout(60)
+def test_stopwaitsecs_shorter_than_the_drain_kills_the_whole_group(tmp_path: Path) -> None:
+    """Why stopwaitsecs must exceed the graceful timeout: supervisord SIGKILLs mid-drain (and
+    killasgroup makes sure that kill reaches every worker)."""
+    port = free_port()
+    command = tornado_run_command(
+        "sup_app:application", "--workers 2", f"--bind 127.0.0.1:{port}", "--graceful-timeout 10"
+    )
+    section = program_section(NAME, command, tmp_path, startsecs=1, stopwaitsecs=1)
+    with running_supervisord(tmp_path, section) as sup:
+        serving(sup, port)
+        answer, group = stop_during(sup, port, "/slow?s=4", tmp_path / "in-flight")
+
+        assert isinstance(answer, OSError), f"a request cut by SIGKILL cannot succeed: {answer}"
+        assert sup.info(NAME)["exitstatus"] == -1, "killed by a signal"
+        assert [p.pid for p in group if not is_gone(p)] == []
+        assert "killing 'web'" in sup.log_text() and "SIGKILL" in sup.log_text()

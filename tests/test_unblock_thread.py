@@ -7,6 +7,7 @@ import contextvars
 import inspect
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -187,29 +188,32 @@ def test_loop_is_never_blocked_while_unblocked_work_runs(caplog: pytest.LogCaptu
     class Sleepy(tornado.web.RequestHandler):
         @unblock
         def get(self) -> str:
-            time.sleep(1.0)
+            time.sleep(0.6)
             return "rested"
 
     class Blocking(tornado.web.RequestHandler):
         def get(self) -> None:  # the control: the same work on the loop must be caught
-            time.sleep(1.0)
+            time.sleep(0.6)
             self.write("rested")
 
-    async def main(path: str) -> int:
+    async def main(path: str, requests: int) -> int:
         asyncio.get_running_loop().slow_callback_duration = 0.25
         app = tornado.web.Application([("/unblock", Sleepy), ("/blocking", Blocking)])
         async with serving(app) as port:
-            responses = await asyncio.gather(*(fetch(port, path) for _ in range(3)))
+            responses = await asyncio.gather(*(fetch(port, path) for _ in range(requests)))
         return max(r.code for r in responses)
 
-    def slow_callbacks() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    def longest_callback() -> float:
+        """Longest loop callback asyncio's debug mode reported (0 if none passed 0.25 s)."""
+        took = [re.search(r"took ([0-9.]+) seconds", r.getMessage()) for r in caplog.records]
+        return max((float(m.group(1)) for m in took if m), default=0.0)
 
     with caplog.at_level(logging.WARNING, logger="asyncio"):
-        assert asyncio.run(main("/unblock"), debug=True) == 200
-        assert slow_callbacks() == []
-        assert asyncio.run(main("/blocking"), debug=True) == 200
-        assert slow_callbacks(), "the debug-mode check failed to see a blocked loop"
+        assert asyncio.run(main("/unblock", 3), debug=True) == 200
+        # The work takes 0.6 s; a noisy machine may stall a callback briefly, never that long.
+        assert longest_callback() < 0.5
+        assert asyncio.run(main("/blocking", 1), debug=True) == 200
+        assert longest_callback() >= 0.5, "the debug-mode check failed to see a blocked loop"
 
 
 def test_unknown_pool_or_bad_timeout_fails_at_decoration_naming_the_choices() -> None:

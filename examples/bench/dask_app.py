@@ -16,7 +16,7 @@ The dask workers import `examples.cpu` to run the calls, hence PYTHONPATH.
 from __future__ import annotations
 
 import tornado.web
-from tornado_run.decorators.unblock import unblock
+from tornado_run.decorators import unblock
 
 from examples.bench.apps import SLOW_MS, Fast
 from examples.cpu import burn

@@ -33,6 +33,8 @@ from tornado_run.decorators.dask_pool import create_pool
 from tornado_run.decorators.pool_api import Pool, PoolSpec
 from tornado_run.decorators.process_pool import ProcessPool
 
+from examples.bench.harness import Server, Skip, free_port, running, tornado_run_command
+from examples.bench.loadgen import LoadResult, closed_loop
 from examples.cpu import burn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,13 +49,27 @@ class Settings:
     burst_concurrency: int
     cpu_seconds: float
     cpu_concurrency: int
+    http_seconds: float
+    http_connections: int
 
 
 QUICK = Settings(
-    round_trips=200, burst_calls=1000, burst_concurrency=32, cpu_seconds=3, cpu_concurrency=8
+    round_trips=200,
+    burst_calls=1000,
+    burst_concurrency=32,
+    cpu_seconds=3,
+    cpu_concurrency=8,
+    http_seconds=5,
+    http_connections=16,
 )
 FULL = Settings(
-    round_trips=2000, burst_calls=5000, burst_concurrency=32, cpu_seconds=10, cpu_concurrency=8
+    round_trips=2000,
+    burst_calls=5000,
+    burst_concurrency=32,
+    cpu_seconds=10,
+    cpu_concurrency=8,
+    http_seconds=15,
+    http_connections=16,
 )
 MAX_PENDING = 1000  # the bench measures speed, not shedding
 
@@ -96,16 +112,36 @@ async def cpu_rate(pool: Pool, seconds: float, concurrency: int) -> float:
     return done[0] / (time.perf_counter() - started)
 
 
+def cpu_seconds_used() -> float:
+    """CPU seconds of this process and every process under it (pool processes, the dask
+    scheduler and workers), so contention from other programs on the machine does not count."""
+    me = psutil.Process()
+    times = me.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system
+    return total
+
+
 async def measure(pool: Pool, settings: Settings) -> dict[str, float]:
     await pool.run(abs, (1,), {}, timeout=60)  # start processes / connect before timing
     await pool.run(burn, (1,), {}, timeout=60)  # import examples.cpu in the workers
     samples = await round_trip_us(pool, settings.round_trips)
-    return {
+    figures = {
         "rt_median": statistics.median(samples),
         "rt_p99": statistics.quantiles(samples, n=100)[98],
-        "burst": await burst_rate(pool, settings.burst_calls, settings.burst_concurrency),
-        "cpu": await cpu_rate(pool, settings.cpu_seconds, settings.cpu_concurrency),
     }
+    used = cpu_seconds_used()
+    figures["burst"] = await burst_rate(pool, settings.burst_calls, settings.burst_concurrency)
+    figures["burst_cpu_ms"] = (cpu_seconds_used() - used) * 1000 / settings.burst_calls
+    used = cpu_seconds_used()
+    started = time.perf_counter()
+    figures["cpu"] = await cpu_rate(pool, settings.cpu_seconds, settings.cpu_concurrency)
+    calls = figures["cpu"] * (time.perf_counter() - started)
+    figures["cpu_per_cpu_s"] = calls / max(cpu_seconds_used() - used, 1e-9)
+    return figures
 
 
 async def measure_both(address: str, settings: Settings) -> dict[str, dict[str, float]]:
@@ -129,10 +165,29 @@ async def measure_both(address: str, settings: Settings) -> dict[str, dict[str, 
     return results
 
 
+@dataclass
+class DaskProcesses:
+    """The scheduler and worker processes `dask_cluster` started."""
+
+    address: str
+    procs: list[subprocess.Popen[bytes]]
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the scheduler, the nannies and the workers."""
+        total = 0.0
+        for proc in self.procs:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(proc.pid)
+                for member in [root, *root.children(recursive=True)]:
+                    times = member.cpu_times()
+                    total += times.user + times.system
+        return total
+
+
 @contextlib.contextmanager
-def dask_cluster(workers: int) -> Iterator[str]:
-    """A `dask scheduler` and `dask worker --nworkers N --nthreads 1` on loopback; yields the
-    scheduler address and stops both process trees on exit."""
+def dask_cluster(workers: int) -> Iterator[DaskProcesses]:
+    """A `dask scheduler` and `dask worker --nworkers N --nthreads 1` on loopback; yields them
+    once the workers have joined, and stops both process trees on exit."""
     dask = str(Path(sys.executable).with_name("dask"))
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -150,7 +205,7 @@ def dask_cluster(workers: int) -> Iterator[str]:
             ),
         ]
         try:
-            yield _wait_for_workers(info, workers, timeout=60)
+            yield DaskProcesses(_wait_for_workers(info, workers, timeout=60), procs)
         finally:
             _stop_trees(procs)
 
@@ -185,25 +240,63 @@ def _stop_trees(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def task_seconds() -> float:
-    """What one `burn(CPU_TASK_MS)` takes in this process, uncontended (median of 5 runs)."""
+    """What one `burn(CPU_TASK_MS)` takes in this process: the fastest of 10 runs, the best
+    estimate of an uncontended core on a shared machine."""
     runs = []
-    for _ in range(5):
+    for _ in range(10):
         started = time.perf_counter()
         burn(CPU_TASK_MS)
         runs.append(time.perf_counter() - started)
-    return statistics.median(runs)
+    return min(runs)
 
 
-def table(results: dict[str, dict[str, float]], settings: Settings) -> str:
+Served = tuple[LoadResult, float] | str  # (load result, ok requests per CPU-second) or why not
+
+
+def http_rates(cluster: DaskProcesses, settings: Settings) -> dict[str, Served]:
+    """`/slow` served by `tornado-run --workers auto`, its CPU task in each web worker's
+    process pool or on the dask cluster, under a closed-loop load (wrk, else ab). CPU-seconds
+    count the server's process tree, plus the dask processes for the dask pool."""
+    results: dict[str, Served] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "dask.toml"
+        config.write_text(f'[pools.cluster]\nkind = "dask"\naddress = "{cluster.address}"\n')
+        apps = {
+            "process pool": (["examples.bench.apps:process_application"], lambda: 0.0),
+            "dask pool": (
+                ["examples.bench.dask_app:application", "--config", str(config)],
+                cluster.cpu_seconds,
+            ),
+        }
+        for name, (args, extra_cpu) in apps.items():
+            port = free_port()
+            bind = ["--bind", f"127.0.0.1:{port}"]
+            command = [*tornado_run_command(), *args, "--workers", "auto", *bind]
+            server = Server(name, command, port, ready_path="/fast")
+            try:
+                with running(server):
+                    url = f"http://127.0.0.1:{port}/slow"
+                    closed_loop(url, settings.http_connections, 1)  # warm up pools and client
+                    used = server.cpu_seconds() + extra_cpu()
+                    load = closed_loop(
+                        url, settings.http_connections, settings.http_seconds, timeout=30
+                    )
+                    cpu = server.cpu_seconds() + extra_cpu() - used
+                    ok = load.ok_per_second * load.seconds
+                    results[name] = (load, ok / max(cpu, 1e-9))
+            except Skip as why:
+                results[name] = str(why)
+    return results
+
+
+def table(results: dict[str, dict[str, float]], settings: Settings, task: float) -> str:
     rows = [
         ("round trip, 1 call at a time, median (µs)", "rt_median", 0),
         ("round trip, 1 call at a time, p99 (µs)", "rt_p99", 0),
         (f"trivial calls/s, {settings.burst_concurrency} callers", "burst", 0),
-        (
-            f"CPU calls/s, burn({CPU_TASK_MS} ms), {settings.cpu_concurrency} callers",
-            "cpu",
-            1,
-        ),
+        ("CPU ms per trivial call, all processes", "burst_cpu_ms", 2),
+        (f"burn({CPU_TASK_MS} ms) calls/s, {settings.cpu_concurrency} callers", "cpu", 1),
+        (f"burn({CPU_TASK_MS} ms) calls per CPU-second, all processes", "cpu_per_cpu_s", 1),
     ]
     local, dask = results["process pool"], results["dask pool"]
     lines = [
@@ -214,10 +307,27 @@ def table(results: dict[str, dict[str, float]], settings: Settings) -> str:
         ratio = dask[key] / local[key] if local[key] else float("nan")
         cells = f"{local[key]:.{digits}f} | {dask[key]:.{digits}f} | {ratio:.2f}"
         lines.append(f"| {label} | {cells} |")
-    ideal = POOL_PROCESSES / task_seconds()
+    ideal = POOL_PROCESSES / task
     lines.append(
         f"| CPU calls/s if {POOL_PROCESSES} cores did only this | {ideal:.1f} | {ideal:.1f} | |"
     )
+    return "\n".join(lines)
+
+
+def http_table(results: dict[str, Served], settings: Settings) -> str:
+    lines = [
+        f"| `/slow` via tornado-run --workers auto, {settings.http_connections} connections "
+        "| ok req/s | ok req per CPU-second | non-2xx + errors | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, result in results.items():
+        if isinstance(result, str):
+            lines.append(f"| {name} | skipped: {result} | | | |")
+            continue
+        load, per_cpu = result
+        p99 = f"{load.p99_ms:.0f}" if load.p99_ms is not None else "n/a"
+        failed = load.non_2xx + load.errors
+        lines.append(f"| {name} | {load.ok_per_second:.1f} | {per_cpu:.1f} | {failed} | {p99} |")
     return "\n".join(lines)
 
 
@@ -230,10 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("dask_bench needs the dask extra: pip install 'tornado-run[dask]'", file=sys.stderr)
         return 2
-    with dask_cluster(POOL_PROCESSES) as address:
-        results = asyncio.run(measure_both(address, settings))
+    task = task_seconds()
+    with dask_cluster(POOL_PROCESSES) as cluster:
+        results = asyncio.run(measure_both(cluster.address, settings))
+        served = http_rates(cluster, settings)
     print(f"{platform.python_version()} on {os.cpu_count()} CPUs, {platform.machine()}\n")
-    print(table(results, settings))
+    print(table(results, settings, task))
+    print()
+    print(http_table(served, settings))
     return 0
 
 

@@ -201,6 +201,18 @@ class Server:
         self.process = None
 
 
+def warm_up(server: Server, path: str, seconds: float) -> None:
+    """Load `path` for `seconds` (lazy pools start, caches fill); with 0, just a few requests."""
+    from .loadgen import closed_loop  # loadgen imports this module
+
+    if seconds > 0:
+        closed_loop(f"http://127.0.0.1:{server.port}{path}", 8, seconds)
+        return
+    for _ in range(4):
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            http_get(server.port, path, timeout=10)
+
+
 @contextlib.contextmanager
 def running(server: Server, timeout: float = 30.0) -> Iterator[Server]:
     """Start `server`, yield it, and stop it (and its whole tree) however the block ends."""

@@ -16,7 +16,8 @@ from pathlib import Path
 async def serve(port: int, pool: ProcessPoolExecutor) -> None:
     import tornado.web
 
-    from examples.bench.apps import SLOW_MS, Fast, Pid
+    from examples.bench.apps import SLOW_MS, Fast
+    from examples.bench.hello import Pid
     from examples.cpu import burn
 
     class Slow(tornado.web.RequestHandler):

@@ -21,10 +21,13 @@ class Settings:
     rounds: int
 
     @classmethod
-    def for_mode(cls, quick: bool) -> Settings:
+    def for_mode(
+        cls, quick: bool, seconds: float | None = None, rounds: int | None = None
+    ) -> Settings:
+        """Quick: one round of 2 s rows, no warm-up load. Full: 3 rounds of 8 s rows."""
         if quick:
-            return cls(quick=True, seconds=2.0, warmup=0.5, rounds=1)
-        return cls(quick=False, seconds=10.0, warmup=2.0, rounds=3)
+            return cls(True, seconds or 2.0, 0.0, rounds or 1)
+        return cls(False, seconds or 8.0, 2.0, rounds or 3)
 
 
 @dataclass

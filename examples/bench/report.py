@@ -58,9 +58,10 @@ def markdown(section: Section) -> str:
     """The section as a markdown table, then its skip lines and notes."""
     headers = ["", *(c.header for c in section.columns)]
     if section.ratio_key:
-        headers.append(f"ratio ({section.ratio_key} vs {section.baseline})")
-    lines = [f"### {section.title}", "", "| " + " | ".join(headers) + " |"]
-    lines.append("|" + "---|" * len(headers))
+        headers.append("ratio")
+    lines = [f"### {section.title}", ""]
+    if section.columns:
+        lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in section.rows:
         if row.note and not any(v is not None for v in row.values.values()):
             continue
@@ -70,9 +71,11 @@ def markdown(section: Section) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- skipped {row.name}: {row.note}" for row in section.rows if row.note]
+    if section.ratio_key:
+        lines.append(f"- ratio: {section.ratio_key} against the row '{section.baseline}'")
     lines += [f"- {note}" for note in section.notes]
-    if section.text:
-        lines += ["", "```", section.text.rstrip(), "```"]
+    if section.text:  # a sub-benchmark's own markdown, passed through
+        lines += ["", section.text.strip()]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -87,7 +90,8 @@ def write_json(path: Path, sections: list[Section], settings: dict[str, Any]) ->
 
 CHART_METRICS = {  # section key -> (figure, label) drawn as a bar per row
     "hello": ("req_s", "hello world, req/s"),
-    "async": ("req_s", "async tasks, req/s (log)"),
+    "async": ("req_s", "async tasks, answered req/s (log)"),
+    "forward": ("req_s", "forwarding, 2xx req/s"),
     "cpu": ("fraction", "/slow, fraction of the physical limit"),
     "overload": ("shed_pct", "overload at 4x: % shed (503)"),
     "reload": ("failed_pct", "% failed requests across HUPs"),
@@ -125,4 +129,5 @@ def write_chart(path: Path, sections: list[Section]) -> str | None:
 
 def _bars(section: Section) -> list[tuple[str, float]]:
     key = CHART_METRICS[section.key][0]
-    return [(r.name, v) for r in section.rows if (v := r.values.get(key)) is not None]
+    bars = [(r.name, v) for r in section.rows if (v := r.values.get(key)) is not None]
+    return [(n, v) for n, v in bars if v > 0] if section.key == "async" else bars  # log axis

@@ -4,12 +4,13 @@
     python examples/bench/run.py --quick         # a few seconds per row: a smoke test
     python examples/bench/run.py --only hello,cpu
 
-Sections: hello (tornado-run vs raw fork_processes vs gunicorn -k tornado), async (the seed's
-async-tasks table), cpu (/slow as a fraction of the physical limit, /fast p99, and overload at
-4x), dispatch (examples/bench/dispatch.py), reload (failed requests across HUPs) and spread
-(connections per worker, shared socket vs --reuse-port). Prints markdown tables and writes
-results.json, results.md and chart.png into examples/bench/results/. Needs `wrk` (or `ab`):
-apt-get install wrk. A row that cannot run here is skipped with a one-line reason.
+Sections: hello (tornado-run vs raw fork_processes vs gunicorn -k tornado), async (the
+seed's async-tasks table), forward (blocking vs async HTTP client in a proxy), cpu (/slow as a
+fraction of the physical limit, /fast p99, and overload at 4x), dispatch
+(examples/bench/dispatch.py), reload (failed requests across HUPs) and spread (connections per
+worker, shared socket vs --reuse-port). Prints markdown tables and writes results.json,
+results.md and chart.png into examples/bench/results/. Needs `wrk` (or `ab`): apt-get install
+wrk. A row that cannot run here is skipped with a one-line reason.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ if __package__ in (None, ""):  # run as a script: make `examples.bench` importab
 from examples.bench import report
 from examples.bench.harness import REPO_ROOT, Skip
 from examples.bench.plan import Section, Settings
-from examples.bench.sections_offload import async_section, cpu_sections, dispatch_section
+from examples.bench.sections_offload import (
+    async_section,
+    cpu_sections,
+    dispatch_section,
+    forward_section,
+)
 from examples.bench.sections_web import hello_section, reload_section, spread_section
 
 Log = Callable[[str], None]
@@ -36,6 +42,7 @@ RESULTS = REPO_ROOT / "examples" / "bench" / "results"
 SECTIONS: dict[str, Callable[[Settings, Log], list[Section]]] = {
     "hello": lambda s, log: [hello_section(s, log)],
     "async": lambda s, log: [async_section(s, log)],
+    "forward": lambda s, log: [forward_section(s, log)],
     "cpu": cpu_sections,
     "dispatch": lambda s, log: [dispatch_section(s, log)],
     "reload": lambda s, log: [reload_section(s, log)],
@@ -56,6 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECTION[,SECTION]",
         help="sections to run, comma-separated: " + ", ".join(SECTIONS) + " (default: all)",
     )
+    parser.add_argument("--seconds", type=float, help="length of one row (quick 2, full 8)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (quick 1, full 3)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -63,6 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not chosen:
         parser.error(f"--only {args.only!r}: unknown section; use any of: {', '.join(SECTIONS)}")
     args.only = chosen
+    if args.seconds is not None and not 1 <= args.seconds <= 600:
+        parser.error(f"--seconds {args.seconds:g}: use a number from 1 to 600")
+    if args.rounds is not None and not 1 <= args.rounds <= 20:
+        parser.error(f"--rounds {args.rounds}: use a whole number from 1 to 20")
     return args
 
 
@@ -72,7 +85,7 @@ def log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = Settings.for_mode(args.quick)
+    settings = Settings.for_mode(args.quick, args.seconds, args.rounds)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -89,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sections: list[Section] = []
     for name in args.only:
-        log(f"section {name}")
+        log(f"section {name} ({time.monotonic() - started:.0f} s so far)")
         try:
             produced = SECTIONS[name](settings, log)
         except Skip as skip:

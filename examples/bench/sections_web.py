@@ -22,8 +22,9 @@ from .harness import (
     http_get,
     running,
     tornado_run_command,
+    warm_up,
 )
-from .loadgen import LoadResult, closed_loop, connection_spread
+from .loadgen import LoadResult, closed_loop, connection_spread, load_tool
 from .plan import Column, Section, Settings, Values, Variant, interleaved
 
 HELLO = "examples.bench.hello:application"
@@ -76,10 +77,11 @@ def respawn_ms(server: Server, deadline: float = 10.0) -> float | None:
 
 
 def _measure_hello(make: Callable[[int], Server], settings: Settings) -> Values:
+    load_tool()
     port = free_port()
     with running(make(port)) as server:
         url = f"http://127.0.0.1:{port}/"
-        closed_loop(url, CONNECTIONS, settings.warmup)
+        warm_up(server, "/", settings.warmup)
         cpu_before = server.cpu_seconds()
         result = closed_loop(url, CONNECTIONS, settings.seconds)
         cpu = server.cpu_seconds() - cpu_before
@@ -99,10 +101,16 @@ def hello_section(settings: Settings, log: Log) -> Section:
     """(a) hello world: tornado-run (asyncio and uvloop) vs raw fork_processes vs gunicorn."""
     makers: list[tuple[str, Callable[[int], Server]]] = [
         ("raw bind_sockets + fork_processes(2)", raw_fork),
-        ("tornado-run --workers 2 --loop asyncio", lambda p: tornado_run(p, "--loop", "asyncio")),
-        ("tornado-run --workers 2 --loop uvloop", lambda p: tornado_run(p, "--loop", "uvloop")),
+        ("tornado-run --workers 2 --loop asyncio", _with("--loop", "asyncio")),
+        ("tornado-run --workers 2 --loop uvloop", _with("--loop", "uvloop")),
         ("gunicorn -k tornado -w 2", gunicorn),
     ]
+    notes = []
+    if "--block-warn" in help_text(tornado_run_command()):
+        # The heartbeat is always on; the blocked-loop watchdog is the optional part to price.
+        watched = ("--loop", "uvloop", "--block-warn", "100")
+        makers.insert(3, (f"tornado-run --workers 2 {' '.join(watched)}", _with(*watched)))
+        notes.append("--block-warn row: the watchdog's cost, against the --loop uvloop row")
     variants = [Variant(name, _bind(_measure_hello, make, settings)) for name, make in makers]
     return Section(
         "hello",
@@ -122,8 +130,25 @@ def hello_section(settings: Settings, log: Log) -> Section:
             "req/s depends on how the shared socket spreads connections; "
             "req per server CPU-second does not",
             "PSS: proportional set size summed over the server's process tree",
+            *notes,
         ],
     )
+
+
+def _with(*options: str) -> Callable[[int], Server]:
+    return lambda port: tornado_run(port, *options)
+
+
+def _socket_modes() -> list[tuple[str, Callable[[int], Server]]]:
+    """tornado-run with a shared socket and, when this version has it, with --reuse-port."""
+    text = help_text(tornado_run_command())
+    if "--reuse-port" not in text:
+        return [("tornado-run --workers 2", _with())]
+    shared = ("--no-reuse-port",) if "--no-reuse-port" in text else ()
+    return [
+        (f"tornado-run --workers 2 {' '.join(shared)}".strip(), _with(*shared)),
+        ("tornado-run --workers 2 --reuse-port", _with("--reuse-port")),
+    ]
 
 
 def _bind(fn: Callable[..., Values], *args: object) -> Callable[[], Values]:
@@ -131,6 +156,7 @@ def _bind(fn: Callable[..., Values], *args: object) -> Callable[[], Values]:
 
 
 def _measure_hups(make: Callable[[int], Server], settings: Settings, hups: int) -> Values:
+    load_tool()
     port = free_port()
     with running(make(port)) as server:
         seconds = max(settings.seconds, 1.5 * hups)
@@ -159,12 +185,7 @@ def _measure_hups(make: Callable[[int], Server], settings: Settings, hups: int) 
 def reload_section(settings: Settings, log: Log) -> Section:
     """(e) failed requests while the master is sent HUP repeatedly under load."""
     hups = 2 if settings.quick else 10
-    makers: list[tuple[str, Callable[[int], Server]]] = [
-        ("tornado-run --workers 2", lambda p: tornado_run(p)),
-        ("gunicorn -k tornado -w 2", gunicorn),
-    ]
-    if "--reuse-port" in help_text(tornado_run_command()):
-        makers.insert(1, ("tornado-run --workers 2 --reuse-port", _reuse_port))
+    makers = [*_socket_modes(), ("gunicorn -k tornado -w 2", gunicorn)]
     variants = [Variant(n, _bind(_measure_hups, m, settings, hups)) for n, m in makers]
     return Section(
         "reload",
@@ -176,10 +197,6 @@ def reload_section(settings: Settings, log: Log) -> Section:
         ],
         interleaved(settings.rounds, variants, log),
     )
-
-
-def _reuse_port(port: int) -> Server:
-    return tornado_run(port, "--reuse-port")
 
 
 def _measure_spread(make: Callable[[int], Server]) -> Values:
@@ -199,14 +216,9 @@ def _measure_spread(make: Callable[[int], Server]) -> Values:
 
 def spread_section(settings: Settings, log: Log) -> Section:
     """(e) how 64 keep-alive connections spread over 2 workers, shared socket vs reuse-port."""
-    makers: list[tuple[str, Callable[[int], Server]]] = [
-        ("tornado-run --workers 2 (shared socket)", lambda p: tornado_run(p)),
-        ("raw fork_processes(2)", raw_fork),
-    ]
+    makers = [*_socket_modes(), ("raw fork_processes(2)", raw_fork)]
     notes = []
-    if "--reuse-port" in help_text(tornado_run_command()):
-        makers.insert(1, ("tornado-run --workers 2 --reuse-port", _reuse_port))
-    else:
+    if len(makers) == 2:
         notes.append("--reuse-port row skipped: this tornado-run has no --reuse-port option")
     variants = [Variant(n, _bind(_measure_spread, m)) for n, m in makers]
     return Section(

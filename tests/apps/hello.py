@@ -36,5 +36,12 @@ class Env(tornado.web.RequestHandler):
 
 
 application = tornado.web.Application(
-    [(r"/", Pid), (r"/pid", Pid), (r"/sleep", Sleep), (r"/loop", Loop), (r"/ip", Ip), (r"/env", Env)]
+    [
+        (r"/", Pid),
+        (r"/pid", Pid),
+        (r"/sleep", Sleep),
+        (r"/loop", Loop),
+        (r"/ip", Ip),
+        (r"/env", Env),
+    ]
 )

@@ -1,0 +1,46 @@
+"""How workers end: a readable cause for the log, and crash-loop detection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+CRASH_WINDOW = 5.0
+"""A worker dying this soon after it started counts towards a crash loop."""
+CRASH_LIMIT = 5
+"""This many such deaths in a row make a crash loop."""
+CRASH_MEMORY = 60.0
+"""A fast death this long after the previous one starts a new count."""
+
+
+def describe_exit(status: int) -> str:
+    """'exited with code N' or 'was killed by SIGNAME' for a waitpid status."""
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
+
+
+class CrashLoop:
+    """Counts workers dying within `CRASH_WINDOW` of their start, in a row."""
+
+    def __init__(self) -> None:
+        self.fast_deaths = 0
+        self._last_fast_death = 0.0
+
+    def record(self, born: float) -> bool:
+        """Record an unexpected death of a worker started at monotonic time `born`; True when
+        this makes a crash loop."""
+        now = time.monotonic()
+        fast = now - born <= CRASH_WINDOW
+        if not fast or now - self._last_fast_death > CRASH_MEMORY:
+            self.fast_deaths = 0
+        if fast:
+            self.fast_deaths += 1
+            self._last_fast_death = now
+        return self.fast_deaths >= CRASH_LIMIT

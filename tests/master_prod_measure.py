@@ -1,0 +1,128 @@
+"""Measure connection spread and failed requests, shared socket vs --reuse-port (issue 5).
+
+    .venv/bin/python tests/master_prod_measure.py [--trials 5]
+
+For each mode, 2 workers of tests/apps_master_prod/prodapp.py on 127.0.0.1:
+- spread: 64 keep-alive connections opened at once, one request each; share of the busiest
+  worker (goal <= 60%), over several trials;
+- after kill -9: the same, once the replacement is ready;
+- persistent: 64 connections held open and reconnecting on error, one worker killed; where
+  the 64 live connections are 1 s later;
+- failed requests of a bounded fresh-connection load across one kill -9 and across 3 HUPs.
+Not a test: prints a table for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from master_prod_support import PROD_APPS, Load, connection_spread
+from runner_support import Server, start_server, wait_until
+
+
+def busiest(spread: Counter[int]) -> float:
+    return max(spread.values()) / sum(spread.values())
+
+
+def spreads(port: int, trials: int) -> list[float]:
+    return [busiest(connection_spread(port)) for _ in range(trials)]
+
+
+def kill_one(server: Server) -> None:
+    before = server.worker_pids()
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(server.worker_pids() - {victim}) == 2, 20, "a replacement")
+    server.wait_for_log(r"worker \d+ \(pid \d+\) ready", count=3)
+
+
+def persistent_after_kill(server: Server) -> Counter[int]:
+    assert server.port is not None
+    conns = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(64)]
+    for conn in conns:
+        conn.request("GET", "/pid")
+        conn.getresponse().read()
+    os.kill(min(server.worker_pids()), signal.SIGKILL)
+    placed: Counter[int] = Counter()
+    for conn in conns:  # each client notices a dead connection and reconnects at once
+        for _ in range(3):
+            try:
+                conn.request("GET", "/pid")
+                conn.getresponse().read()
+                break
+            except (OSError, http.client.HTTPException):
+                conn.close()
+    time.sleep(1.0)
+    for conn in conns:
+        try:
+            conn.request("GET", "/pid")
+            placed[json.loads(conn.getresponse().read())["pid"]] += 1
+        except (OSError, http.client.HTTPException):
+            placed[0] += 1
+        conn.close()
+    return placed
+
+
+def failures_during(server: Server, action: str) -> tuple[int, int]:
+    assert server.port is not None
+    with Load(server.port, threads=4) as load:
+        load.wait_for(200)
+        if action == "kill":
+            os.kill(min(server.worker_pids()), signal.SIGKILL)
+            time.sleep(1.0)
+        else:
+            for round_number in range(1, 4):
+                server.send_signal(signal.SIGHUP)
+                server.wait_for_log(r"Reload complete", timeout=60, count=round_number)
+        load.wait_for(200)
+    return len(load.failures), load.ok
+
+
+def measure(mode: str, trials: int) -> dict[str, str]:
+    args = ["--workers", "2", "--timeout", "30"] + (
+        ["--reuse-port"] if mode == "reuse-port" else []
+    )
+    row: dict[str, str] = {"mode": mode}
+    with start_server("prodapp:application", *args, app_dir=PROD_APPS) as server:
+        assert server.port is not None
+        fresh = spreads(server.port, trials)
+        row["busiest share (mean/max)"] = f"{statistics.mean(fresh):.0%} / {max(fresh):.0%}"
+        kill_one(server)
+        after = spreads(server.port, trials)
+        row["after kill -9 (mean/max)"] = f"{statistics.mean(after):.0%} / {max(after):.0%}"
+        placed = persistent_after_kill(server)
+        row["held conns after kill"] = "/".join(str(n) for _, n in placed.most_common())
+    with start_server("prodapp:application", *args, app_dir=PROD_APPS) as server:
+        failed, ok = failures_during(server, "kill")
+        row["failed / ok, kill -9"] = f"{failed} / {ok}"
+        failed, ok = failures_during(server, "hup")
+        row["failed / ok, 3 HUPs"] = f"{failed} / {ok}"
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=5)
+    args = parser.parse_args()
+    rows = [measure(mode, args.trials) for mode in ("shared", "reuse-port")]
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(row[k] for k in keys) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
