@@ -28,6 +28,10 @@ async def until_disconnect(handler: RequestHandler, work: Awaitable[T]) -> T:
     connection: Any = handler.request.connection
     if not hasattr(connection, "set_close_callback"):
         return await inner
+    stream = getattr(connection, "stream", None)
+    if stream is not None and stream.closed():
+        inner.cancel()  # the client left before the work began
+        return DISCONNECTED  # type: ignore[no-any-return]
     original = handler.on_connection_close
     closed = []
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -108,3 +109,10 @@ def _register() -> None:
     _registered["done"] = True
     lifecycle.add_shutdown_hook(graceful_stop)
     lifecycle.add_stats_provider("background", stats)
+
+
+def _after_fork_in_child() -> None:
+    _jobs.clear()  # they belong to the parent's event loop
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

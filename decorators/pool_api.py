@@ -19,7 +19,7 @@ class PoolSpec:
     name: str
     kind: str
     size: int | None = None  # None: the kind's default ("auto")
-    max_pending: int | None = None  # None: the kind's default, derived from size
+    max_pending: int | None = None  # calls that may wait for a free worker; None: from size
     timeout: float | None = None  # default per-call timeout in seconds; None: no timeout
     options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific, e.g. address
 
@@ -54,9 +54,11 @@ class Pool(Protocol):
     ) -> T:
         """Run `fn(*args, **kwargs)` in the pool and return its result to the awaiting caller.
 
-        Raises `Overloaded` at once when `max_pending` calls are already admitted,
-        `TaskTimeout` once `timeout` seconds pass, `WorkerCrashed` when the process running
-        the call dies; the call's own exception is re-raised as is.
+        `timeout` None means the spec's default. Raises `Overloaded` at once when
+        `size + max_pending` calls are already admitted, `TaskTimeout` once `timeout` seconds
+        have passed since the call (queueing included), `WorkerCrashed` when the process
+        running the call dies; the call's own exception is re-raised as is. When the awaiting
+        task is cancelled (client disconnect), a call that has not started must not run.
         """
         ...
 
@@ -66,7 +68,11 @@ class Pool(Protocol):
 
     async def aclose(self, timeout: float) -> None:
         """Stop accepting calls, let admitted calls finish for up to `timeout` seconds, then
-        release every thread, process or connection the pool owns."""
+        release every thread, process or connection the pool owns.
+
+        A kind may also offer a blocking `close(wait: bool, timeout: float)`, which
+        `pools.shutdown()` prefers (the built-in kinds do); otherwise it runs `aclose`.
+        """
         ...
 
 

@@ -183,9 +183,10 @@ def _hook_into_lifecycle() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # the parent's may have been held by a thread that is gone
     _live.clear()
     _adapters.clear()
-    globals()["_lock"] = threading.Lock()
     forksafety.forget_inherited_forkserver()
     forksafety.forget_inherited_children()
 

@@ -44,6 +44,13 @@ def auto_process_count() -> int:
 _SLOTS = 1 << 16  # skip flags; calls in flight must stay below this
 
 
+class _PoolDown(WorkerCrashed):
+    """pebble refused a call because its pool is broken or stopped."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
 class _Task:
     __slots__ = ("fn", "future", "loop", "pebble_future", "slot")
 
@@ -102,7 +109,13 @@ class ProcessPool:
             timeout = self.spec.timeout
         task = _Task(fn, loop, self._sequence % _SLOTS)
         self._sequence += 1
-        self._schedule(task, payload, timeout)
+        try:
+            self._schedule(task, payload, timeout)
+        except _PoolDown:
+            # pebble gives up on a pool whose idle workers died (say, the OOM killer): the
+            # call is not to blame, so it gets a fresh pool.
+            await self._start()
+            self._schedule(task, payload, timeout)
         timer = loop.call_later(timeout, self._expire, task, timeout) if timeout else None
         try:
             result = await task.future
@@ -125,6 +138,7 @@ class ProcessPool:
         return result
 
     def _schedule(self, task: _Task, payload: bytes, timeout: float | None) -> None:
+        """Hand the call to pebble; `_PoolDown` (after dropping the pool) if it refuses."""
         self._skip[task.slot] = 0
         try:
             if self._pebble is None:
@@ -135,10 +149,8 @@ class ProcessPool:
                 pickling.run_packed, args=(payload, task.slot), timeout=timeout
             )
         except RuntimeError as error:  # pebble refuses work once its pool broke
-            self._pebble = None
-            raise WorkerCrashed(
-                f"process pool {self.spec.name!r} is not running: {error}"
-            ) from None
+            self._drop_pebble()
+            raise _PoolDown(f"process pool {self.spec.name!r} is not running: {error}") from None
         task.pebble_future = future
         with self._lock:
             self._tasks.add(task)
@@ -166,7 +178,7 @@ class ProcessPool:
                 )
             )
         elif isinstance(error, BrokenProcessPool):
-            self._pebble = None  # the next call builds a fresh pool
+            self._drop_pebble()  # the next call builds a fresh pool
             task.future.set_exception(self._broken(error))
         elif isinstance(error, TimeoutError):
             task.future.set_exception(self._timeout(task, done_timeout(error)))
@@ -175,9 +187,9 @@ class ProcessPool:
 
     def _broken(self, error: BaseException) -> WorkerCrashed:
         return WorkerCrashed(
-            f"process pool {self.spec.name!r} cannot keep worker processes alive ({error}). "
-            "Each worker re-imports the main module: a script that starts serving at import "
-            'needs an `if __name__ == "__main__":` guard'
+            f"process pool {self.spec.name!r} lost its worker processes ({error}). If they die "
+            "at start: each one re-imports the main module, so a script that starts serving at "
+            'import needs an `if __name__ == "__main__":` guard'
         )
 
     def _timeout(self, task: _Task, timeout: float) -> TaskTimeout:
@@ -213,8 +225,15 @@ class ProcessPool:
             self._starting = starting
         await asyncio.shield(starting)
 
+    def _drop_pebble(self) -> None:
+        """Forget a broken pebble pool (stopping it off the loop) so the next call starts anew."""
+        broken, self._pebble, self._starting = self._pebble, None, None
+        if broken is not None:
+            threading.Thread(target=broken.stop, name="stop-broken-pool", daemon=True).start()
+
     def _started(self, starting: asyncio.Future[None]) -> None:
-        if starting.cancelled() or starting.exception() is not None:
+        failed = starting.cancelled() or starting.exception() is not None
+        if failed and self._starting is starting:
             self._starting = None  # the next call tries again
 
     def _start_blocking(self) -> None:

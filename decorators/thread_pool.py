@@ -35,7 +35,7 @@ def default_thread_count() -> int:
 
 
 class _Job:
-    __slots__ = ("abandoned", "args", "claim", "ctx", "fn", "future", "kwargs", "loop", "token")
+    __slots__ = ("args", "claim", "ctx", "finish", "fn", "future", "kwargs", "loop", "token")
 
     def __init__(
         self,
@@ -51,18 +51,26 @@ class _Job:
         self.ctx = contextvars.copy_context()
         self.loop = loop
         self.future = future
-        # Whoever pops this first owns the job: a worker (to run it) or the loop (to cancel
-        # it before it starts). list.pop is atomic, so no lock is needed.
+        # Whoever pops `claim` first owns the start: a worker (to run the job) or the loop (to
+        # drop it unstarted). Likewise `finish`: the worker when the call returns, or the loop
+        # when it abandons the running call. list.pop is atomic, so no lock is needed.
         self.claim = [True]
+        self.finish = [True]
         self.token = cancellation.CancelToken()
-        self.abandoned = False
 
     def take(self) -> bool:
-        try:
-            self.claim.pop()
-        except IndexError:
-            return False
-        return True
+        return _pop(self.claim)
+
+    def end(self) -> bool:
+        return _pop(self.finish)
+
+
+def _pop(flag: list[bool]) -> bool:
+    try:
+        flag.pop()
+    except IndexError:
+        return False
+    return True
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -148,8 +156,9 @@ class ThreadPool:
         """Stop waiting for `job`; return True when its thread had to be abandoned."""
         if job.take():
             return False  # never started: the worker will skip it
+        if not job.end():
+            return False  # already returned: its result is on the way
         job.token.cancel(reason)
-        job.abandoned = True
         self._admission.abandoned += 1
         self._live -= 1
         self._grow()
@@ -186,15 +195,15 @@ class ThreadPool:
                 return
             if job.take():
                 cancellation.bind(job.token)
+                value, error = None, None
                 try:
                     value = job.ctx.run(job.fn, *job.args, **job.kwargs)
-                except BaseException as error:
-                    self._deliver(job, None, error)
-                else:
-                    self._deliver(job, value, None)
+                except BaseException as caught:
+                    error = caught
                 cancellation.bind(None)
-                if job.abandoned:
-                    return  # a replacement thread took this one's place
+                if not job.end():
+                    return  # abandoned: a replacement thread has taken this one's place
+                self._deliver(job, value, error)
             del job
             self._idle.release()
 

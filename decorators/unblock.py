@@ -10,7 +10,7 @@ import functools
 import inspect
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, ProcessPoolExecutor
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from tornado.web import RequestHandler
 from tornado_run.runner.lifecycle import ConfigurationError
@@ -23,10 +23,30 @@ from .pool_api import Pool
 
 P = ParamSpec("P")
 R = TypeVar("R")
+H = TypeVar("H", bound=RequestHandler)
 PoolRef = str | Executor
-Unblocked = Callable[P, Coroutine[Any, Any, R]]
 
 _VERBS = frozenset(method.lower() for method in RequestHandler.SUPPORTED_METHODS)
+
+
+class Unblocker(Protocol):
+    """What `unblock(pool=..., timeout=...)` returns: the decorator itself."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[H, P], Any], /
+    ) -> Callable[Concatenate[H, P], Coroutine[Any, Any, Any]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+
+# Handler methods are typed as returning Any: a verb's value is written, not returned, and
+# Any keeps the override compatible with RequestHandler.get() and friends.
+@overload
+def unblock(
+    fn: Callable[Concatenate[H, P], Any], /
+) -> Callable[Concatenate[H, P], Coroutine[Any, Any, Any]]: ...
 
 
 @overload
@@ -36,7 +56,7 @@ def unblock(fn: Callable[P, R], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
 @overload
 def unblock(
     fn: None = None, /, *, pool: PoolRef = "thread", timeout: float | None = None
-) -> Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]: ...
+) -> Unblocker: ...
 
 
 def unblock(
@@ -88,6 +108,12 @@ def _is_method(fn: Callable[..., Any]) -> bool:
 def _decorate(fn: Callable[P, R], pool: PoolRef, timeout: float | None) -> Any:
     if not callable(fn):
         raise TypeError(f"@unblock needs a function, got {fn!r}")
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"@unblock on async function {fn.__qualname__}: it already runs on the event loop; "
+            "decorate the blocking function it calls instead (@cancel_on_disconnect stops an "
+            "async verb when its client leaves)"
+        )
     _check_timeout(fn, timeout)
     get_pool, remote = _pool_getter(pool)
     verb = _is_method(fn) and fn.__name__ in _VERBS

@@ -154,6 +154,10 @@ def start(settings: Settings) -> int:
         from .master import Master
         from .prod_master import attach
 
+        if settings.preload:
+            from .prod_master import preload
+
+            preload(settings)
         master = Master(settings, sockets, workers)
         production = attach(master)
         try:
@@ -169,7 +173,9 @@ def _listening_sockets(settings: Settings) -> list[socket.socket]:
         activated = systemd_sockets(int(settings.backlog))
         if activated:
             return activated
-    if settings.reuse_port and not settings.no_master:
+    from . import reuseport
+
+    if reuseport.wanted(settings.reuse_port) and not settings.no_master:
         from .reuseport import bind_for_workers
 
         return bind_for_workers(settings.bind, settings.backlog, bind_all)

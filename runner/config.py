@@ -53,13 +53,14 @@ class Settings:
     max_memory: float = 0.0
     max_lifetime: float = 0.0
     max_lifetime_jitter: float = 0.0
-    reuse_port: bool = False
+    reuse_port: bool | str = "auto"
     metrics: str | None = None
     control: str | None = None
     user: str | None = None
     group: str | None = None
     umask: int | None = None
     reload: bool = False
+    preload: bool = False
     bind_given: bool = False  # --bind came from some source (else systemd sockets may be used)
     check: bool = False
     config_file: Path | None = None

@@ -112,10 +112,14 @@ class Master:
             self._cleanup()
 
     def _wait(self, timeout: float) -> None:
+        """Sleep until a signal, a worker event or an extension's fd wakes us, or `timeout`."""
+        poller = select.poll()  # poll, not select: no FD_SETSIZE limit
         fds = [self._wake_r, *self.extra_readers]
         fds += [w.events.fd for w in self.workers.values() if not w.events.eof]
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
         try:
-            readable, _, _ = select.select(fds, [], [], timeout)
+            readable = [fd for fd, _ in poller.poll(timeout * 1000)]
         except InterruptedError:
             return
         if self._wake_r in readable:

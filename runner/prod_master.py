@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sysconfig
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,8 +108,13 @@ class Production:
         if getattr(self.settings, "reload", False):
             self._watcher = SourceWatcher([self.settings.app_dir])
             log.info("--reload: watching %d files", self._watcher.watched)
-        if getattr(self.settings, "reuse_port", False):
+        reuse_port = getattr(self.settings, "reuse_port", "auto")
+        if reuse_port is True:
             reuseport.warn_without_migration()
+        elif reuse_port == "auto" and not reuseport.wanted("auto"):
+            log.info(
+                "one shared listening socket: --reuse-port auto needs net.ipv4.tcp_migrate_req=1"
+            )
         self._warn_unreachable()
 
     def _warn_unreachable(self) -> None:
@@ -257,6 +263,28 @@ class Production:
             blocked_episodes=max(int(slot.blocked_episodes), figures["blocked_episodes"]),
             pools=figures["pools"],
         )
+
+
+def preload(settings: Any) -> None:
+    """`--preload`: import the app's module here, in the master, before any fork, so workers
+    share its memory pages; they still resolve MODULE:ATTR (and call a factory) themselves.
+
+    Raises AppLoadError/UsageError like a worker's import would.
+    """
+    from .appload import _import, add_app_dir
+
+    threads_before = threading.active_count()
+    add_app_dir(settings.app_dir)
+    _import(settings.app.split(":", 1)[0], settings.app_dir)
+    if threading.active_count() > threads_before:
+        log.warning(
+            "--preload: importing %s started threads in the master; threads do not survive "
+            "the fork into workers (start them in a --factory instead)",
+            settings.app,
+        )
+    log.info(
+        "--preload: %s imported in the master; HUP restarts workers on this code", settings.app
+    )
 
 
 def attach(master: Any) -> Production:

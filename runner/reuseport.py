@@ -31,6 +31,15 @@ def supported() -> bool:
     return hasattr(socket, "SO_REUSEPORT")
 
 
+def wanted(setting: bool | str, path: Path = MIGRATE_REQ) -> bool:
+    """Whether `--reuse-port` (True, False or "auto") gives per-worker sockets here: "auto"
+    only when the kernel migrates queued connections of a closing listener, so that HUP and
+    recycling stay lossless."""
+    if setting == "auto":
+        return supported() and migration_enabled(path) is True
+    return bool(setting)
+
+
 def _addresses(host: str, port: int) -> list[tuple[int, int, int, tuple[object, ...]]]:
     infos = socket.getaddrinfo(
         host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
@@ -137,6 +146,25 @@ def worker_sockets(inherited: list[socket.socket], backlog: int) -> list[socket.
         sock.close()
         result.extend(listen_sockets(host, port, backlog))
     return result
+
+
+def accept_queued(
+    sock: socket.socket, handle: Callable[[socket.socket, Any], None], limit: int = 4096
+) -> int:
+    """Accept every connection already queued on `sock` (non-blocking) and pass each to
+    `handle`; returns how many. A worker calls it right before closing its own listening
+    socket: without `tcp_migrate_req`, the kernel would reset them."""
+    accepted = 0
+    while accepted < limit:
+        try:
+            conn, address = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            break
+        accepted += 1
+        handle(conn, address)
+    return accepted
 
 
 def migration_enabled(path: Path = MIGRATE_REQ) -> bool | None:

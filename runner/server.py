@@ -20,6 +20,8 @@ from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
+from .reuseport import accept_queued
+
 IDLE_GRACE = 0.5
 """Seconds an idle keep-alive connection gets to send one more request (answered with
 `Connection: close`) before it is half-closed."""
@@ -95,6 +97,8 @@ class DrainingHTTPServer(HTTPServer):
         connection to end. Returns how many had to be closed at the deadline."""
         deadline = time.monotonic() + timeout
         self.draining = True
+        for sock in list(self._sockets.values()):  # own --reuse-port sockets lose their queue
+            accept_queued(sock, self._handle_connection)
         self.stop()
         self.conn_params.no_keep_alive = True  # every request read from now on gets a close
         idle: list[HTTP1ServerConnection] = []

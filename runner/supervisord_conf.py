@@ -18,13 +18,13 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from . import sockets
 from .config import read_config_file
-from .errors import BadValue, RunnerError
+from .errors import BadValue, RunnerError, UsageError
 from .master import CRASH_LIMIT, CRASH_WINDOW
 from .options import OPTIONS_BY_NAME
 from .sockets import BindSpec
@@ -45,10 +45,6 @@ SOCKET_BACKLOG = 2048
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _APP_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class UsageError(Exception):
-    """Bad input: the message is one line naming the value and what is allowed."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,20 +88,19 @@ def _non_negative_int(text: str) -> int:
     return int(text)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
-    return value
+def _option(name: str) -> Callable[[str], str]:
+    """An argparse type that validates with tornado-run's own parser for option `name` and
+    keeps the text, so the command line says exactly what the user wrote."""
+    option = OPTIONS_BY_NAME[name]
 
+    def check(text: str) -> str:
+        try:
+            option.parse(text)
+        except BadValue as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        return text
 
-def _workers(text: str) -> str:
-    if text != "auto" and (not text.isdigit() or int(text) < 1):
-        raise argparse.ArgumentTypeError(f"{text!r}: allowed: auto or a whole number >= 1")
-    return text
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         "owns the socket and runs --numprocs single-process servers",
     )
     parser.add_argument("--name", default="tornado-run", help="program name (default: %(default)s)")
-    parser.add_argument("--workers", type=_workers, metavar="N|auto", help="program mode only")
+    parser.add_argument(
+        "--workers", type=_option("workers"), metavar="N|auto", help="program mode only"
+    )
     parser.add_argument(
         "--bind",
         action="append",
@@ -139,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--graceful-timeout",
-        type=_seconds,
+        type=_option("graceful_timeout"),
         metavar="S",
         help=f"drain time; stopwaitsecs is this plus {STOP_MARGIN_SECONDS} (default: the "
         f"--config file's graceful_timeout, else {DEFAULT_GRACEFUL_TIMEOUT:g})",

@@ -47,6 +47,28 @@ def nap(seconds: float) -> float:
     return seconds
 
 
+class Held:
+    """Files through which a test holds a `hold` task on a dask worker and then releases it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.started = folder / "hold.started"
+        self.release = folder / "hold.release"
+        self.finished = folder / "hold.finished"
+
+    def args(self) -> tuple[str, str, str]:
+        return (str(self.started), str(self.release), str(self.finished))
+
+
+def hold(started: str, release: str, finished: str) -> str:
+    """Mark `started`, run until `release` exists (at most 30 s), then mark `finished`."""
+    Path(started).write_text(str(os.getpid()))
+    deadline = time.monotonic() + 30
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    Path(finished).write_text("done")
+    return "released"
+
+
 def _check_input(value: int) -> None:
     raise ValueError(f"value {value} is not allowed")
 

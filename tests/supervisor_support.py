@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -227,6 +226,14 @@ class Supervisord:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
 
+    def explain(self, tail: int = 4000) -> str:
+        """The end of supervisord's log and of every program log, for a failure message."""
+        parts = [f"--- supervisord log:\n{self.log_text()[-tail:]}"]
+        for path in sorted(self.workdir.glob("*.log")):
+            if path != self.log:
+                parts.append(f"--- {path.name}:\n{path.read_text(errors='replace')[-tail:]}")
+        return "\n".join(parts)
+
     def spawn_count(self, name: str) -> int:
         """How many times supervisord has spawned `name` (from its own log)."""
         return self.log_text().count(f"spawned: '{name}'")
@@ -259,6 +266,9 @@ def running_supervisord(workdir: Path, sections: str) -> Iterator[Supervisord]:
     sup = Supervisord(workdir, sections)
     try:
         yield sup.start()
+    except BaseException:
+        print(sup.explain())  # pytest shows it with the failure
+        raise
     finally:
         leftovers = sup.shutdown()
     assert not leftovers, f"processes outlived supervisord: {leftovers}"
@@ -298,10 +308,3 @@ def program_section(
 def tornado_run_command(app: str, *args: str) -> str:
     """The tornado-run command line for an app in tests/apps_supervisor."""
     return " ".join([str(TORNADO_RUN), app, "--app-dir", str(APPS), *args])
-
-
-def env_without_pythonpath() -> dict[str, str]:
-    """This process's environment, for subprocesses that must not inherit pytest's paths."""
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    return env

@@ -82,7 +82,9 @@ def test_identical_calls_are_not_deduplicated(cluster: Any) -> None:
     async def scenario() -> list[str]:
         pool = make_pool(cluster.scheduler_address)
         try:
-            return [await pool.run(ds.fresh_token, (1,), {}, timeout=20) for _ in range(3)]
+            # At the same time, so that merged calls would share one dask task and result.
+            calls = [pool.run(ds.fresh_token, (1,), {}, timeout=20) for _ in range(3)]
+            return list(await asyncio.gather(*calls))
         finally:
             await pool.aclose(5)
 
@@ -121,76 +123,89 @@ def test_task_error_is_reraised_with_its_remote_traceback(cluster: Any) -> None:
     assert frames[-2:] == ["fails_deep", "_check_input"]
 
 
-Work = Callable[[float], Awaitable[float]]
+Work = Callable[[], Awaitable[Any]]
 
 
-class _SlowHandler(tornado.web.RequestHandler):
+class _Await(tornado.web.RequestHandler):
     def initialize(self, work: Work) -> None:
         self.work = work
 
     async def get(self) -> None:
-        self.write({"slept": await self.work(float(self.get_argument("s")))})
+        self.write({"result": await self.work()})
 
 
-async def _serve_and_fetch(work: Work, paths: list[str]) -> list[int]:
-    """Serve `/slow?s=N` (awaits `work(N)`) on an ephemeral loopback port; fetch `paths`,
-    the first one alone, then the rest together; return the status codes in order."""
-    app = tornado.web.Application([(r"/slow", _SlowHandler, {"work": work})])
+async def _hold_then_quick(
+    hold: Work, quick: Work, held: ds.Held, *, release_first: bool
+) -> tuple[int, int]:
+    """Serve `/hold` and `/quick` on an ephemeral loopback port. Fetch `/hold`, wait until its
+    task runs on the cluster, fetch `/quick`, then collect `/hold`'s answer: after releasing
+    the held task if `release_first`, else while it still runs. Returns both status codes."""
+    app = tornado.web.Application(
+        [(r"/hold", _Await, {"work": hold}), (r"/quick", _Await, {"work": quick})]
+    )
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets([sock])
-    port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     http = tornado.httpclient.AsyncHTTPClient()
     try:
-
-        async def fetch(path: str) -> int:
-            url = f"http://127.0.0.1:{port}{path}"
-            response = await http.fetch(url, raise_error=False, request_timeout=30)
-            return response.code
-
-        first = asyncio.ensure_future(fetch(paths[0]))
-        await asyncio.sleep(0.3)  # let the first call be admitted before the others
-        rest = await asyncio.gather(*(fetch(path) for path in paths[1:]))
-        return [await first, *rest]
+        held_call = http.fetch(f"{base}/hold", raise_error=False, request_timeout=30)
+        await asyncio.to_thread(ds.wait_for_file, held.started, 20)
+        quick = await http.fetch(f"{base}/quick", raise_error=False, request_timeout=30)
+        if release_first:
+            held.release.touch()
+        held_answer = await held_call
+        if not release_first:
+            assert not held.finished.exists(), "the held task ended before its answer came"
+        return held_answer.code, quick.code
     finally:
+        held.release.touch()
+        await asyncio.to_thread(ds.wait_for_file, held.finished, 20)
         server.stop()
         http.close()
 
 
-def test_unblock_timeout_on_dask_pool_answers_504_and_cancels_the_task(cluster: Any) -> None:
+def test_unblock_timeout_on_dask_pool_answers_504_while_the_task_runs(
+    cluster: Any, tmp_path: Path
+) -> None:
+    held = ds.Held(tmp_path)
     pools.configure("dask_timeout_test", kind="dask", address=cluster.scheduler_address)
-    napping = unblock(pool="dask_timeout_test", timeout=0.5)(ds.nap)
+    hold = unblock(pool="dask_timeout_test", timeout=0.5)(ds.hold)
+    square = unblock(pool="dask_timeout_test", timeout=20)(ds.square)
 
-    async def scenario() -> tuple[list[int], dict[str, Any]]:
+    async def scenario() -> tuple[tuple[int, int], dict[str, Any]]:
         pool = pools.get("dask_timeout_test")
         try:
-            codes = await _serve_and_fetch(napping, ["/slow?s=3", "/slow?s=0.01"])
+            codes = await _hold_then_quick(
+                lambda: hold(*held.args()), lambda: square(3), held, release_first=False
+            )
             return codes, dict(pool.stats())
         finally:
             await pool.aclose(5)
 
-    started = time.monotonic()
     codes, stats = ds.run_bounded(scenario())
-    assert codes == [504, 200]
+    assert codes == (504, 200)
     assert stats["kind"] == "dask"
     assert stats["timed_out"] == 1 and stats["completed"] == 1 and stats["abandoned"] == 1
     assert stats["busy"] == 0 and stats["queued"] == 0
-    assert time.monotonic() - started < 30  # answered on its timeout, not after the nap
 
 
-def test_calls_past_max_pending_are_shed_with_503(cluster: Any) -> None:
-    async def scenario() -> tuple[list[int], dict[str, Any], Overloaded]:
+def test_calls_past_max_pending_are_shed_with_503(cluster: Any, tmp_path: Path) -> None:
+    held = ds.Held(tmp_path)
+
+    async def scenario() -> tuple[tuple[int, int], dict[str, Any], Overloaded]:
         pool = make_pool(cluster.scheduler_address, max_pending=1)
         try:
-
-            def work(seconds: float) -> Awaitable[float]:
-                return pool.run(ds.nap, (seconds,), {}, timeout=20)
-
-            codes = await _serve_and_fetch(work, ["/slow?s=1", "/slow?s=0"])
+            codes = await _hold_then_quick(
+                lambda: pool.run(ds.hold, held.args(), {}, timeout=20),
+                lambda: pool.run(ds.square, (3,), {}, timeout=20),
+                held,
+                release_first=True,
+            )
             blocker = asyncio.ensure_future(pool.run(ds.nap, (0.5,), {}, timeout=20))
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # let the blocker be admitted
             try:
-                await pool.run(ds.nap, (0,), {}, timeout=20)
+                await pool.run(ds.square, (3,), {}, timeout=20)
             except Overloaded as exc:
                 shed = exc
             else:
@@ -201,9 +216,9 @@ def test_calls_past_max_pending_are_shed_with_503(cluster: Any) -> None:
             await pool.aclose(5)
 
     codes, stats, shed = ds.run_bounded(scenario())
-    assert codes == [200, 503]
+    assert codes == (200, 503)
     assert stats["shed"] == 2 and stats["completed"] == 2
-    assert shed.retry_after is not None
+    assert shed.retry_after >= 1
 
 
 def test_worker_killed_mid_task_is_retried_elsewhere(cluster: Any, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from master_prod_support import PROD_APPS, Load, get_pid, line_of, status
 from prometheus_client.parser import text_string_to_metric_families
 from runner_support import Server, http_get, run_cli, wait_until
+from tornado_run.runner import reuseport
 
 
 def test_cpu_loop_past_block_warn_logs_the_handler_file_and_line(
@@ -177,3 +178,69 @@ def test_usr2_is_not_fatal_to_a_worker(launch: Callable[..., Server]) -> None:
     server.wait_for_log(r"Current thread 0x")
     assert get_pid(server.port)["pid"] == worker
     assert server.stop() == 0
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param("--reuse-port", marks=pytest.mark.skipif(
+            not reuseport.migration_enabled(), reason="needs net.ipv4.tcp_migrate_req=1: "
+            "without it a closing SO_REUSEPORT listener resets connections still queued")),
+        "--no-reuse-port",
+    ],
+)  # fmt: skip
+def test_ten_hups_under_load_fail_no_request_and_serve_changed_code(
+    launch: Callable[..., Server], tmp_path: Path, mode: str
+) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    shutil.copy(PROD_APPS / "prodapp.py", app_dir / "hupapp.py")
+    server = launch("hupapp:application", "--workers", "2", mode, app_dir=app_dir)
+    assert server.port is not None
+    with (
+        Load(server.port, threads=2) as fresh,
+        Load(server.port, threads=2, keep_alive=True) as kept,
+    ):
+        fresh.wait_for(20)
+        for round_number in range(1, 11):
+            if round_number == 5:
+                source = (app_dir / "hupapp.py").read_text().replace('"v1"', '"v2"')
+                (app_dir / "hupapp.py").write_text(source)
+            old = server.worker_pids()
+            server.send_signal(signal.SIGHUP)
+            server.wait_for_log(r"Reload complete", timeout=30, count=round_number)
+            wait_until(lambda old=old: not (server.worker_pids() & old), 30, "old workers to go")
+            fresh.wait_for(10)
+            kept.wait_for(10)
+    assert fresh.failures == [] and kept.failures == []
+    assert fresh.versions["v1"] > 0 and fresh.versions["v2"] > 0
+    assert get_pid(server.port)["version"] == "v2"
+    assert server.stop() == 0
+
+
+def test_preload_imports_in_the_master_and_hup_keeps_that_code(
+    launch: Callable[..., Server], tmp_path: Path
+) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    shutil.copy(PROD_APPS / "prodapp.py", app_dir / "preapp.py")
+    server = launch("preapp:application", "--preload", app_dir=app_dir)
+    assert server.port is not None
+    assert "--preload: preapp:application imported in the master" in server.log()
+    source = (app_dir / "preapp.py").read_text().replace('"v1"', '"v2"')
+    (app_dir / "preapp.py").write_text(source)
+    before = server.worker_pids()
+    server.send_signal(signal.SIGHUP)
+    server.wait_for_log(r"Reload complete", timeout=30)
+    wait_until(lambda: not (server.worker_pids() & before), 30, "old workers to exit")
+    assert get_pid(server.port)["version"] == "v1", "forked from the master's import"
+    assert server.stop() == 0
+
+
+def test_preload_with_reload_is_a_usage_error() -> None:
+    result = run_cli(
+        "prodapp:application", "--app-dir", str(PROD_APPS), "--check", "--preload", "--reload"
+    )
+    assert result.returncode == 2
+    assert "--reload with --preload" in result.stderr

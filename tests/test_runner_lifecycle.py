@@ -166,3 +166,18 @@ def test_term_half_closes_idle_keep_alive_connections_and_exits_promptly(
     conn.close()
     assert server.wait(30) == 0
     assert time.monotonic() - started < 30  # did not sit out the 60 s graceful timeout
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_cannot_drain_is_killed_after_the_graceful_timeout(
+    launch: Callable[..., Server],
+) -> None:
+    server = launch("drain_app:application", "--workers", "1", "--graceful-timeout", "1")
+    workers = server.worker_pids()
+    thread, _ = _in_background(lambda: server.get("/block?s=60", timeout=30))
+    server.wait_for_log("blocking request started")
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(30) == 0  # far below the 60 s the handler would block
+    assert "killing them" in server.log()
+    assert _gone(workers)
+    thread.join(10)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,12 @@ from tornado_run.decorators import TaskTimeout, WorkerCrashed, pools, unblock
 
 # One shared pool for the module: starting worker processes is the slow part.
 pools.configure("tproc", kind="process", size=2, max_pending=64)
+STDLIB_POOL = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))
+
+
+@unblock(pool=STDLIB_POOL)
+def square_in_stdlib_pool(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
 
 
 @unblock(pool="tproc")
@@ -52,6 +61,11 @@ def nap(seconds: float, value: int) -> int:
 def die_by(signum: int) -> None:
     os.kill(os.getpid(), signum)
     time.sleep(5)
+
+
+@unblock(pool="tproc")
+def segfault() -> None:
+    ctypes.string_at(0)  # a crash in C code
 
 
 @unblock(pool="tproc", timeout=0.5)
@@ -79,6 +93,7 @@ def make_unpicklable() -> Any:
 def shared_pool() -> Iterator[None]:
     yield
     pools.shutdown(wait=True)
+    STDLIB_POOL.shutdown()
     assert_no_workers_left()
 
 
@@ -87,6 +102,12 @@ def test_module_level_function_runs_in_a_child_process() -> None:
     assert value == 27
     assert pid != os.getpid()
     assert psutil.Process(pid).ppid() != 0
+
+
+def test_a_stdlib_process_pool_executor_runs_a_decorated_function() -> None:
+    value, pid = run(lambda: square_in_stdlib_pool(7))
+    assert value == 49
+    assert pid != os.getpid()
 
 
 def test_one_crashing_task_fails_only_its_own_call() -> None:
@@ -108,7 +129,23 @@ def test_one_crashing_task_fails_only_its_own_call() -> None:
 def test_a_task_killed_by_a_signal_names_the_signal() -> None:
     with pytest.raises(WorkerCrashed, match="signal SIGKILL"):
         run(lambda: die_by(signal.SIGKILL))
+    with pytest.raises(WorkerCrashed, match="signal SIGSEGV"):
+        run(segfault)
     assert run(lambda: cube(1))[0] == 1
+
+
+def test_the_pool_recovers_when_its_idle_workers_are_killed() -> None:
+    async def main() -> tuple[int, int]:
+        first = {pid for _value, pid in await asyncio.gather(*(cube(i) for i in range(6)))}
+        for pid in first:  # as an OOM killer might: no task is running
+            os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.5)  # pebble notices within its 0.1 s poll and gives up the pool
+        value, pid = await cube(4)
+        return value, pid
+
+    value, pid = run(main)
+    assert value == 64
+    assert psutil.pid_exists(pid)
 
 
 def test_hung_task_times_out_its_process_is_killed_and_capacity_returns(tmp_path: Path) -> None:

@@ -227,5 +227,10 @@ def test_unknown_pool_or_bad_timeout_fails_at_decoration_naming_the_choices() ->
         @unblock(timeout=-1)
         def g() -> None: ...
 
+    with pytest.raises(TypeError, match="already runs on the event loop"):
+
+        @unblock
+        async def h() -> None: ...
+
     with pytest.raises(TypeError, match="expected a pool name"):
         unblock(pool=3)(lambda: None)  # type: ignore[call-overload]

@@ -261,7 +261,7 @@ def http_rates(cluster: DaskProcesses, settings: Settings) -> dict[str, Served]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "dask.toml"
         config.write_text(f'[pools.cluster]\nkind = "dask"\naddress = "{cluster.address}"\n')
-        apps = {
+        apps: dict[str, tuple[list[str], Callable[[], float]]] = {
             "process pool": (["examples.bench.apps:process_application"], lambda: 0.0),
             "dask pool": (
                 ["examples.bench.dask_app:application", "--config", str(config)],
@@ -308,9 +308,8 @@ def table(results: dict[str, dict[str, float]], settings: Settings, task: float)
         cells = f"{local[key]:.{digits}f} | {dask[key]:.{digits}f} | {ratio:.2f}"
         lines.append(f"| {label} | {cells} |")
     ideal = POOL_PROCESSES / task
-    lines.append(
-        f"| CPU calls/s if {POOL_PROCESSES} cores did only this | {ideal:.1f} | {ideal:.1f} | |"
-    )
+    label = f"burn({CPU_TASK_MS} ms) calls/s if {POOL_PROCESSES} cores did only this"
+    lines.append(f"| {label} | {ideal:.1f} | {ideal:.1f} | |")
     return "\n".join(lines)
 
 

@@ -5,7 +5,9 @@ Thread: @unblock against loop.run_in_executor and asyncio.to_thread on a ThreadP
 of the same size (and @unblock(pool=that executor), which goes through the executor).
 Process: @unblock(pool="process") against the stdlib ProcessPoolExecutor of the same size.
 Each variant runs several rounds, interleaved; the best round counts (a shared machine only
-ever adds noise). Prints a markdown table; ratios < 1.0 mean @unblock is faster.
+ever adds noise). Wall time is the round trip; CPU is this process's CPU time per call (all
+threads, not the pool's child processes), which noise from other processes barely moves.
+Prints markdown tables; ratios < 1.0 mean faster than the baseline row.
 
     python examples/bench/dispatch.py [--quick] [--rounds N]
 """
@@ -44,47 +46,52 @@ def unblock_process(x: int) -> int:
     return x
 
 
-async def per_call_us(call: Call, calls: int, in_flight: int) -> float:
-    """Microseconds per call when `in_flight` callers each make calls back to back."""
+Figures = tuple[float, float]  # (wall µs per call, this process's CPU µs per call)
+
+
+async def per_call_us(call: Call, calls: int, in_flight: int) -> Figures:
+    """Wall and CPU microseconds per call when `in_flight` callers call back to back."""
 
     async def caller(count: int) -> None:
         for i in range(count):
             await call(i)
 
     share = max(1, calls // in_flight)
-    begin = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(caller(share) for _ in range(in_flight)))
-    return (time.perf_counter() - begin) * 1e6 / (share * in_flight)
+    total = share * in_flight
+    return (time.perf_counter() - wall) * 1e6 / total, (time.process_time() - cpu) * 1e6 / total
 
 
 async def best_of(
     variants: dict[str, Call], calls: int, in_flight: int, rounds: int
-) -> dict[str, float]:
-    best = dict.fromkeys(variants, float("inf"))
+) -> dict[str, Figures]:
+    best = dict.fromkeys(variants, (float("inf"), float("inf")))
     for call in variants.values():  # warm up: threads started, processes imported
         await per_call_us(call, min(calls, 200), in_flight)
     for _ in range(rounds):
         for name, call in variants.items():
-            best[name] = min(best[name], await per_call_us(call, calls, in_flight))
+            wall, cpu = await per_call_us(call, calls, in_flight)
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
     return best
 
 
-def table(title: str, baseline: str, rows: dict[str, dict[str, float]]) -> str:
+def table(title: str, baseline: str, rows: dict[str, dict[str, Figures]]) -> str:
     modes = list(rows)
-    lines = [
-        f"| {title} | " + " | ".join(f"{m} µs/call | ratio" for m in modes) + " |",
-        "|---|" + "---:|---:|" * len(modes),
-    ]
+    header = " | ".join(f"{m}: wall µs | ratio | CPU µs | ratio" for m in modes)
+    lines = [f"| {title} | {header} |", "|---|" + "---:|---:|---:|---:|" * len(modes)]
     for name in rows[modes[0]]:
         cells = []
         for mode in modes:
-            value = rows[mode][name]
-            cells.append(f"{value:.1f} | {value / rows[mode][baseline]:.2f}x")
+            (wall, cpu), (base_wall, base_cpu) = rows[mode][name], rows[mode][baseline]
+            cells.append(
+                f"{wall:.1f} | {wall / base_wall:.2f}x | {cpu:.1f} | {cpu / base_cpu:.2f}x"
+            )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-async def thread_rows(calls: int, rounds: int) -> dict[str, dict[str, float]]:
+async def thread_rows(calls: int, rounds: int) -> dict[str, dict[str, Figures]]:
     size = pools.get("thread").stats()["size"]
     executor = ThreadPoolExecutor(size)
     loop = asyncio.get_running_loop()
@@ -104,7 +111,7 @@ async def thread_rows(calls: int, rounds: int) -> dict[str, dict[str, float]]:
     return rows
 
 
-async def process_rows(calls: int, rounds: int) -> dict[str, dict[str, float]]:
+async def process_rows(calls: int, rounds: int) -> dict[str, dict[str, Figures]]:
     size = pools.get("process").stats()["size"]
     context = multiprocessing.get_context("forkserver")
     executor = ProcessPoolExecutor(size, mp_context=context)

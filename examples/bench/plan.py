@@ -4,6 +4,7 @@ produce them (every variant once per round, so a noisy minute hurts all variants
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from .harness import Skip
 
 Values = dict[str, float | None]
+Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,9 @@ class Settings:
     def for_mode(
         cls, quick: bool, seconds: float | None = None, rounds: int | None = None
     ) -> Settings:
-        """Quick: one round of 2 s rows, no warm-up load. Full: 3 rounds of 8 s rows."""
+        """Quick: one round of 1 s rows, no warm-up load. Full: 3 rounds of 8 s rows."""
         if quick:
-            return cls(True, seconds or 2.0, 0.0, rounds or 1)
+            return cls(True, seconds or 1.0, 0.0, rounds or 1)
         return cls(False, seconds or 8.0, 2.0, rounds or 3)
 
 
@@ -64,6 +66,11 @@ class Section:
 class Variant:
     name: str
     measure: Callable[[], Values]
+
+
+def variant(name: str, measure: Callable[..., Values], *args: object) -> Variant:
+    """A variant whose measurement is `measure(*args)`."""
+    return Variant(name, functools.partial(measure, *args))
 
 
 def interleaved(rounds: int, variants: list[Variant], log: Callable[[str], None]) -> list[Row]:

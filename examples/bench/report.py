@@ -69,13 +69,14 @@ def markdown(section: Section) -> str:
         if section.ratio_key:
             cells.append(_ratio(section, row))
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    if section.columns:
+        lines.append("")
     lines += [f"- skipped {row.name}: {row.note}" for row in section.rows if row.note]
     if section.ratio_key:
         lines.append(f"- ratio: {section.ratio_key} against the row '{section.baseline}'")
     lines += [f"- {note}" for note in section.notes]
     if section.text:  # a sub-benchmark's own markdown, passed through
-        lines += ["", section.text.strip()]
+        lines += ["", section.text.strip()] if lines[-1] else [section.text.strip()]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -89,7 +90,7 @@ def write_json(path: Path, sections: list[Section], settings: dict[str, Any]) ->
 
 
 CHART_METRICS = {  # section key -> (figure, label) drawn as a bar per row
-    "hello": ("req_s", "hello world, req/s"),
+    "hello": ("req_per_cpu_s", "hello world, requests per server CPU-second"),
     "async": ("req_s", "async tasks, answered req/s (log)"),
     "forward": ("req_s", "forwarding, 2xx req/s"),
     "cpu": ("fraction", "/slow, fraction of the physical limit"),
@@ -121,6 +122,8 @@ def write_chart(path: Path, sections: list[Section]) -> str | None:
         axis.tick_params(labelsize=8)
         if section.key == "async":
             axis.set_xscale("log")
+        if section.key == "cpu":
+            axis.axvline(1.0, color="#888", linestyle="--", linewidth=1)  # the physical limit
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

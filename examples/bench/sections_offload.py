@@ -15,10 +15,8 @@ from tornado_run.runner.cpus import usable_cores
 
 from .harness import REPO_ROOT, Server, Skip, free_port, help_text, running, warm_up
 from .loadgen import Probe, closed_loop, load_tool, open_loop, percentile
-from .plan import Column, Section, Settings, Values, Variant, interleaved
+from .plan import Column, Log, Section, Settings, Values, interleaved, variant
 from .sections_web import tornado_run
-
-Log = Callable[[str], None]
 
 ASYNC_APP = "examples.async_tasks:application"
 ASYNC_ROUTES = [
@@ -53,10 +51,7 @@ def _measure_async(path: str, settings: Settings) -> Values:
 
 def async_section(settings: Settings, log: Log) -> Section:
     """(b) the seed's table: one worker, a 100 ms blocking call made six ways."""
-    variants = [
-        Variant(name, lambda path=path: _measure_async(path, settings))  # type: ignore[misc]
-        for name, path in ASYNC_ROUTES
-    ]
+    variants = [variant(name, _measure_async, path, settings) for name, path in ASYNC_ROUTES]
     return Section(
         "async",
         f"Async tasks: a {BLOCKING_MS} ms blocking call, 1 worker, {ASYNC_CONNECTIONS} connections",
@@ -147,7 +142,7 @@ def cpu_sections(settings: Settings, log: Log) -> list[Section]:
     limit = cores / (measured / 1000)
     log(f"  task time {measured:.1f} ms on {cores} cores: physical limit {limit:.0f} req/s")
     variants = [
-        Variant(name, _bind(_measure_cpu, _cpu_server(app, workers), limit, settings))
+        variant(name, _measure_cpu, _cpu_server(app, workers), limit, settings)
         for name, app, workers in CPU_VARIANTS
     ]
     cpu = Section(
@@ -170,7 +165,7 @@ def cpu_sections(settings: Settings, log: Log) -> list[Section]:
         ],
     )
     overload = [
-        Variant(name, _bind(_measure_overload, _cpu_server(app, workers), limit, settings))
+        variant(name, _measure_overload, _cpu_server(app, workers), limit, settings)
         for name, app, workers in (CPU_VARIANTS[1], CPU_VARIANTS[-1])
     ]
     over = Section(
@@ -185,6 +180,10 @@ def cpu_sections(settings: Settings, log: Log) -> list[Section]:
             Column("peak_rss_mib", "peak RSS MiB", 0),
         ],
         interleaved(settings.rounds, overload, log),
+        notes=[
+            "peak RSS: summed over the server's process tree (web workers, pool processes "
+            "and helpers), sampled every 100 ms; shared pages count once per process"
+        ],
     )
     return [cpu, over]
 
@@ -219,10 +218,6 @@ def _measure_overload(make: Callable[[int], Server], limit: float, settings: Set
         "accepted_p99_ms": percentile(result.ok_latencies, 99),
         "peak_rss_mib": peak[0] or None,
     }
-
-
-def _bind(fn: Callable[..., Values], *args: object) -> Callable[[], Values]:
-    return lambda: fn(*args)
 
 
 def dispatch_section(settings: Settings, log: Log) -> Section:
@@ -282,9 +277,7 @@ def _measure_forward(path: str, settings: Settings) -> Values:
 
 def forward_section(settings: Settings, log: Log) -> Section:
     """The seed's `requests` vs `AsyncHTTPClient` table, through examples/forwarding.py."""
-    variants = [
-        Variant(name, _bind(_measure_forward, path, settings)) for name, path in FORWARD_ROUTES
-    ]
+    variants = [variant(name, _measure_forward, path, settings) for name, path in FORWARD_ROUTES]
     return Section(
         "forward",
         f"Forwarding to an upstream that answers in {UPSTREAM_DELAY_MS} ms, 1 worker, "

@@ -25,12 +25,10 @@ from .harness import (
     warm_up,
 )
 from .loadgen import LoadResult, closed_loop, connection_spread, load_tool
-from .plan import Column, Section, Settings, Values, Variant, interleaved
+from .plan import Column, Log, Section, Settings, Values, interleaved, variant
 
 HELLO = "examples.bench.hello:application"
 CONNECTIONS = 64
-
-Log = Callable[[str], None]
 
 
 def tornado_run(port: int, *extra: str, app: str = HELLO, workers: str = "2") -> Server:
@@ -111,7 +109,7 @@ def hello_section(settings: Settings, log: Log) -> Section:
         watched = ("--loop", "uvloop", "--block-warn", "100")
         makers.insert(3, (f"tornado-run --workers 2 {' '.join(watched)}", _with(*watched)))
         notes.append("--block-warn row: the watchdog's cost, against the --loop uvloop row")
-    variants = [Variant(name, _bind(_measure_hello, make, settings)) for name, make in makers]
+    variants = [variant(name, _measure_hello, make, settings) for name, make in makers]
     return Section(
         "hello",
         f"Hello world, wrk -t2 -c{CONNECTIONS}, 2 workers each",
@@ -130,6 +128,7 @@ def hello_section(settings: Settings, log: Log) -> Section:
             "req/s depends on how the shared socket spreads connections; "
             "req per server CPU-second does not",
             "PSS: proportional set size summed over the server's process tree",
+            "tornado-run rows use its default socket mode; the spread table compares both",
             *notes,
         ],
     )
@@ -151,10 +150,6 @@ def _socket_modes() -> list[tuple[str, Callable[[int], Server]]]:
     ]
 
 
-def _bind(fn: Callable[..., Values], *args: object) -> Callable[[], Values]:
-    return lambda: fn(*args)
-
-
 def _measure_hups(make: Callable[[int], Server], settings: Settings, hups: int) -> Values:
     load_tool()
     port = free_port()
@@ -165,32 +160,48 @@ def _measure_hups(make: Callable[[int], Server], settings: Settings, hups: int) 
         load = threading.Thread(
             target=lambda: outcome.append(closed_loop(url, CONNECTIONS, seconds)), daemon=True
         )
+        initial = set(server.workers())
+        seen = set(initial)
         load.start()
         for _ in range(hups):
-            time.sleep(seconds / (hups + 1))
+            _watch_workers(server, seen, time.monotonic() + seconds / (hups + 1))
             server.signal(signal.SIGHUP)
-        load.join(timeout=seconds + 60)
+        _watch_workers(server, seen, time.monotonic() + seconds + 60, until_done=load)
         if not outcome:
             raise Skip("the load generator did not report")
         result = outcome[0]
     failed = result.errors + result.non_2xx
     return {
         "hups": float(hups),
+        "new_workers": float(len(seen - initial)),
         "requests": float(result.requests),
         "failed": float(failed),
         "failed_pct": 100 * failed / max(1, result.requests),
     }
 
 
+def _watch_workers(
+    server: Server, seen: set[int], deadline: float, until_done: threading.Thread | None = None
+) -> None:
+    """Add the server's worker pids to `seen` every 50 ms until `deadline` (or until the
+    thread `until_done` ends), to count how many workers a reload really started."""
+    while time.monotonic() < deadline:
+        seen.update(server.workers())
+        if until_done is not None and not until_done.is_alive():
+            return
+        time.sleep(0.05)
+
+
 def reload_section(settings: Settings, log: Log) -> Section:
     """(e) failed requests while the master is sent HUP repeatedly under load."""
     hups = 2 if settings.quick else 10
     makers = [*_socket_modes(), ("gunicorn -k tornado -w 2", gunicorn)]
-    variants = [Variant(n, _bind(_measure_hups, m, settings, hups)) for n, m in makers]
+    variants = [variant(n, _measure_hups, m, settings, hups) for n, m in makers]
     return Section(
         "reload",
         f"Failed requests across {hups} HUPs under wrk -c{CONNECTIONS}",
         [
+            Column("new_workers", "workers started"),
             Column("requests", "requests"),
             Column("failed", "failed"),
             Column("failed_pct", "failed %", 3),
@@ -220,7 +231,7 @@ def spread_section(settings: Settings, log: Log) -> Section:
     notes = []
     if len(makers) == 2:
         notes.append("--reuse-port row skipped: this tornado-run has no --reuse-port option")
-    variants = [Variant(n, _bind(_measure_spread, m)) for n, m in makers]
+    variants = [variant(n, _measure_spread, m) for n, m in makers]
     return Section(
         "spread",
         f"Connection spread: {CONNECTIONS} keep-alive connections over 2 workers",
