@@ -6,9 +6,9 @@ owns one asynchronous `distributed.Client`, connected on the first call inside t
 event loop, so nothing crosses a fork; `aclose` closes it at graceful stop.
 
 Differences from the local pools, because of what dask allows:
-- A timed-out call answers `TaskTimeout` on time and its dask future is cancelled: a task that
-  has not started never starts, but a task already running cannot be killed and runs to its
-  end on its dask worker (counted as `abandoned`).
+- A timed-out call answers `TaskTimeout` on time, once the scheduler has confirmed the
+  cancel (a few ms): a task that had not started is dropped, but a task already running
+  cannot be killed and runs to its end on its dask worker (counted as `abandoned`).
 - A dask worker that dies mid-task makes the scheduler run the task again elsewhere; only after
   dask's `allowed-failures` does the call fail with `WorkerCrashed`.
 - A lost or unreachable scheduler fails calls with `ClusterUnavailable` (one line naming the
@@ -47,6 +47,7 @@ INSTALL_HINT = "pip install 'tornado-run[dask]'"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_PENDING = 256
 DEFAULT_CLOSE_TIMEOUT = 10.0
+_CANCEL_WAIT = 1.0  # seconds a timed-out call waits for the scheduler to drop its task
 OPTION_NAMES = ("address", "connect_timeout")
 _LOST = "scheduler-connection-lost"  # distributed's reason when the client loses its scheduler
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
@@ -116,6 +117,7 @@ class DaskPool:
         self._connecting: asyncio.Task[Client] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._futures: set[Future[Any]] = set()
+        self._cancelling: set[asyncio.Future[None]] = set()
         self._closed = False
 
     async def run(
@@ -146,6 +148,10 @@ class DaskPool:
             if not deadline.expired():
                 raise  # the task's own TimeoutError
             self._admission.timed_out += 1
+            if self._cancelling:
+                # Let the scheduler drop the task before the caller hears of the timeout, so
+                # a task that had not started yet does not start a moment later.
+                await asyncio.wait(set(self._cancelling), timeout=_CANCEL_WAIT)
             raise TaskTimeout(
                 f"{_name(fn)} did not finish within {timeout:g} s on dask pool {self.spec.name!r}",
                 timeout=timeout,
@@ -237,6 +243,7 @@ class DaskPool:
             self._pid, self._loop = os.getpid(), loop
             self._client, self._connecting, self._slots = None, None, None
             self._futures.clear()
+            self._cancelling.clear()
 
     async def _connect(self) -> Client:
         from distributed import Client
@@ -298,8 +305,8 @@ class DaskPool:
             client, [future], self.connect_timeout, "tornado-run: caller gone"
         )
         task = asyncio.ensure_future(cancelling)
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
 
     def stats(self) -> PoolStats:
         """Return this pool's counters; `size` is the cluster's thread count once connected
@@ -386,9 +393,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-_BACKGROUND: set[asyncio.Future[None]] = set()
 
 
 async def _cancel_quietly(

@@ -172,8 +172,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def validate(settings: Settings) -> None:
     """Checks that need several values or the file system; raise `UsageError`."""
     if not _APP_SPEC.fullmatch(settings.app):
+        hint = "" if ":" in settings.app else " (or a subcommand: status, supervisord-conf)"
         raise UsageError(
-            f"application {settings.app!r} is not allowed: use MODULE:ATTR, e.g. myapp:application"
+            f"application {settings.app!r} is not allowed: use MODULE:ATTR, "
+            f"e.g. myapp:application{hint}"
         )
     if not settings.app_dir.is_dir():
         raise UsageError(f"--app-dir {str(settings.app_dir)!r}: no such directory")

@@ -82,6 +82,8 @@ class Master:
         self.tick_hooks: list[Callable[[Master], None]] = []  # run on every loop turn
         # run in each forked worker before it serves (prod_master: sockets, identity, hooks)
         self.child_hooks: list[Callable[[WorkerContext], None]] = []
+        # run in the master just before each fork (prod_master: which --reuse-port sockets)
+        self.prefork_hooks: list[Callable[[WorkerContext], None]] = []
         self._queue: list[int] = []
         self._wake_r, self._wake_w = os.pipe()
         self._killed_all = False
@@ -237,6 +239,8 @@ class Master:
             slot=slot,
             events_fd=write_fd,
         )
+        for hook in self.prefork_hooks:
+            hook(ctx)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -463,12 +467,14 @@ class Master:
             self._signal(worker, signal.SIGKILL)
         deadline = time.monotonic() + KILL_GRACE
         while self.workers and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
+            try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
-                if pid:
-                    self.workers.pop(pid, None)
-                    continue
-            time.sleep(0.02)
+            except ChildProcessError:
+                break
+            if pid:
+                self.workers.pop(pid, None)
+            else:
+                time.sleep(0.02)
         close_all(self.sockets)
         remove_unix_files(self.settings.bind if self.settings.bind_given else ())
         pidfile.remove(self.settings.pid)

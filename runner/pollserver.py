@@ -79,6 +79,13 @@ class PollServer:
         self.listener.close()
         self._selector.close()
 
+    def close_sockets(self) -> None:
+        """Close the listener and client sockets only (in a forked child: no epoll calls)."""
+        for client in self._clients.values():
+            client.sock.close()
+        self._clients = {}
+        self.listener.close()
+
     def _accept(self) -> None:
         while len(self._clients) < self.max_clients:
             try:

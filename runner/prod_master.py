@@ -29,6 +29,7 @@ from .pollserver import PollServer
 from .recycling import RecyclePolicy, Recycler
 from .reloader import SourceWatcher
 from .snapshot import ProcessSampler, Snapshot, WorkerSnapshot, worker_figures
+from .socketsets import ListenerSets
 from .watchdog import STACK_DUMP_SIGNAL
 
 log = logging.getLogger("tornado_run.master")
@@ -84,10 +85,20 @@ class Production:
         self._sampler = ProcessSampler()
         self._servers: list[PollServer] = []
         self.control_path: Path | None = None
+        self._child_servers: list[PollServer] = []
+        self.sets: ListenerSets | None = None
         self._watcher: SourceWatcher | None = None
 
     def open(self) -> None:
-        """Bind the control socket and --metrics; raises UsageError naming what failed."""
+        """Bind the control socket and --metrics; raises UsageError naming what failed (and
+        leaves nothing bound behind)."""
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
         self.control_path = control.control_path(
             getattr(self.settings, "control", None),
             str(self.settings.pid) if getattr(self.settings, "pid", None) else None,
@@ -139,12 +150,12 @@ class Production:
             server.service()
 
     def close_in_child(self) -> None:
-        """In a freshly forked worker: close the master's servers without unlinking anything."""
+        """In a freshly forked worker: close the master's listening and client sockets without
+        unlinking anything. Their epoll descriptors are the master's extra readers, which the
+        fork already closed; the selectors stay referenced so nothing closes that number again."""
         for server in self._servers:
-            with contextlib.suppress(OSError):
-                server.listener.close()
-                os.close(server.fileno())
-        self._servers = []
+            server.close_sockets()
+        self._child_servers, self._servers = self._servers, []
 
     def close(self) -> None:
         """At the master's exit: close servers and remove the control socket."""
@@ -153,6 +164,8 @@ class Production:
         self._servers = []
         if self.control_path is not None:
             control.remove(self.control_path)
+        if self.sets is not None:
+            self.sets.close()
 
     def worker_started(self, pid: int) -> None:
         """Start the worker's recycling clock."""
@@ -160,7 +173,7 @@ class Production:
             self._recyclers[pid] = Recycler(self.policy, pid)
 
     def worker_gone(self, pid: int, reason: str) -> str:
-        """Forget the worker; count its replacement under `reason` (e.g. "crash", "reload"),
+        """Forget the worker; count its replacement under `reason` (e.g. "crash", "retired"),
         or "timeout" if it was killed for a missed heartbeat. Returns the reason counted."""
         self._recyclers.pop(pid, None)
         self._decided.pop(pid, None)
@@ -296,6 +309,10 @@ def attach(master: Any) -> Production:
     """
     prod = Production(master.settings, lambda: _refs(master), version=_version())
     prod.open()
+    prod.sets = ListenerSets(master.sockets, master.settings.backlog)
+    if prod.sets.active:
+        sets = prod.sets
+        master.prefork_hooks.append(lambda ctx: sets.assign(master, ctx))
     for fd in prod.fds():
         master.extra_readers[fd] = prod.service
     master.tick_hooks.append(_MasterHook(prod).on_turn)
@@ -317,6 +334,8 @@ def _prepare_child(prod: Production, ctx: Any) -> None:
     from . import prod_worker
 
     prod.close_in_child()
+    if prod.sets is not None:
+        prod.sets.keep_only(ctx)
     ctx.sockets = prod_worker.prepare(ctx.settings, ctx.sockets)
     ctx.tick_hooks.append(prod_worker.loop_hook(ctx.settings))
 
@@ -331,6 +350,8 @@ class _MasterHook:
 
     def on_turn(self, master: Any) -> None:
         self._notice_deaths(master)
+        if self.prod.sets is not None:
+            self.prod.sets.maintain(master)
         if master.stopping:
             return
         for decision in self.prod.check():
@@ -359,7 +380,7 @@ class _MasterHook:
             if pid in master.workers:
                 continue
             del self.known[pid]
-            reason = self.recycling.pop(pid, None) or ("reload" if was_retiring else "crash")
+            reason = self.recycling.pop(pid, None) or ("retired" if was_retiring else "crash")
             self.prod.worker_gone(pid, reason)
         for pid, worker in master.workers.items():
             if pid not in self.known:

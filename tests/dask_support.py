@@ -33,6 +33,11 @@ def whoami() -> int:
     return os.getpid()
 
 
+def touch(path: str) -> str:
+    Path(path).write_text("ran")
+    return path
+
+
 def fresh_token(_seed: int) -> str:
     """Same argument, new answer each run: shows calls are not deduplicated by argument."""
     return os.urandom(8).hex()

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -69,6 +70,20 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.01)
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def read_pid(path: Path, timeout: float = 20.0) -> int:
+    """The pid a pool task wrote to `path`, once it is there in full."""
+    await wait_until(lambda: path.exists() and path.read_text().strip().isdigit(), timeout)
+    return int(path.read_text())
 
 
 def worker_processes() -> list[psutil.Process]:

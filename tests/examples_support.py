@@ -175,6 +175,19 @@ class InFlight(threading.Thread):
         return self.result
 
 
+def assert_held_up(fast: Response, fast_sent: float, slow: InFlight) -> None:
+    """Check the fast request was answered only when the slow one ended: it lasted at least
+    half of what the slow request still had to run when the fast one was sent (the half is
+    slack; a free loop would answer in milliseconds)."""
+    slow.wait()
+    assert slow.finished_at is not None
+    remaining = slow.finished_at - fast_sent
+    assert fast.seconds >= 0.5 * remaining, (
+        f"the fast request took {fast.seconds:.3f} s while the slow one ran {remaining:.3f} s "
+        "longer: it was not held up"
+    )
+
+
 def no_children_left() -> list[int]:
     """Pids of this test process's live descendants (should be empty after every test)."""
     me = psutil.Process()

@@ -90,9 +90,7 @@ def failures_during(server: Server, action: str) -> tuple[int, int]:
 
 
 def measure(mode: str, trials: int) -> dict[str, str]:
-    args = ["--workers", "2", "--timeout", "30"] + (
-        ["--reuse-port"] if mode == "reuse-port" else []
-    )
+    args = ["--workers", "2", "--reuse-port" if mode == "reuse-port" else "--no-reuse-port"]
     row: dict[str, str] = {"mode": mode}
     with start_server("prodapp:application", *args, app_dir=PROD_APPS) as server:
         assert server.port is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from examples_support import REPO_ROOT, example_module, free_port
+from examples_support import REPO_ROOT, example_module, free_port, serve
 
 RUN = REPO_ROOT / "examples" / "bench" / "run.py"
 
@@ -100,3 +101,17 @@ def test_port_in_use_and_broken_peer_are_one_line_skips() -> None:
         "peer exited with code 1: ModuleNotFoundError: No module named 'no_such_peer'"
     )
     broken.stop()
+
+
+@pytest.mark.parametrize("tool", ["wrk", "ab"])
+def test_each_load_tool_reports_requests_and_latency(tool: str) -> None:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    loadgen = example_module("bench.loadgen")
+    with serve("examples.bench.hello:application") as app:
+        result = loadgen.closed_loop(f"http://127.0.0.1:{app.port}/", 8, 1, tool=tool)
+    assert result.tool == tool
+    assert result.requests > 0
+    assert result.ok_per_second > 0
+    assert result.non_2xx == 0
+    assert result.p99_ms is not None and result.p99_ms >= (result.p50_ms or 0)

@@ -4,13 +4,15 @@ heartbeat timeout, recycling, status, metrics, privilege drop and --reload."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from master_prod_support import PROD_APPS, Load, get_pid, line_of, status
+from master_prod_support import PROD_APPS, Load, connection_spread, get_pid, line_of, status
 from prometheus_client.parser import text_string_to_metric_families
 from runner_support import Server, http_get, run_cli, wait_until
 from tornado_run.runner import reuseport
@@ -60,6 +62,28 @@ def test_max_requests_recycles_the_worker_without_a_failed_request(
         load.wait_for(20)
     assert load.failures == []
     assert len(load.pids) >= 2, "requests were served by the replacement too"
+    assert server.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_max_lifetime_replaces_workers_first_and_fails_no_request(
+    launch: Callable[..., Server],
+) -> None:
+    server = launch("prodapp:application", "--workers", "2", "--max-lifetime", "1",
+                    app_dir=PROD_APPS)  # fmt: skip
+    assert server.port is not None
+    first = server.worker_pids()
+    with Load(server.port, threads=2) as load:
+        wait_until(lambda: not (server.worker_pids() & first), 30, "both workers recycled")
+        load.wait_for(20)
+    log = server.log()
+    assert log.count("max-lifetime: running for") >= 2
+    recycle = log.index("recycling worker 0")
+    replacement_ready = re.compile(r"worker [2-9] \(pid \d+\) ready").search(log, recycle)
+    old_stopped = re.compile(r"worker 0 \(pid \d+\) stopped").search(log, recycle)
+    assert replacement_ready and old_stopped
+    assert replacement_ready.start() < old_stopped.start(), "the replacement serves first"
+    assert load.failures == []
     assert server.stop() == 0
 
 
@@ -181,15 +205,7 @@ def test_usr2_is_not_fatal_to_a_worker(launch: Callable[..., Server]) -> None:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize(
-    "mode",
-    [
-        pytest.param("--reuse-port", marks=pytest.mark.skipif(
-            not reuseport.migration_enabled(), reason="needs net.ipv4.tcp_migrate_req=1: "
-            "without it a closing SO_REUSEPORT listener resets connections still queued")),
-        "--no-reuse-port",
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("mode", ["--reuse-port", "--no-reuse-port"])
 def test_ten_hups_under_load_fail_no_request_and_serve_changed_code(
     launch: Callable[..., Server], tmp_path: Path, mode: str
 ) -> None:
@@ -238,9 +254,44 @@ def test_preload_imports_in_the_master_and_hup_keeps_that_code(
     assert server.stop() == 0
 
 
+def test_metrics_port_in_use_is_a_usage_error_and_leaves_no_control_socket(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        pid_file = tmp_path / "app.pid"
+        result = run_cli(
+            "prodapp:application", "--app-dir", str(PROD_APPS), "--bind", "127.0.0.1:0",
+            "--pid", str(pid_file), "--metrics", f"127.0.0.1:{port}",
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"--metrics '127.0.0.1:{port}'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not Path(f"{pid_file}.ctl").exists()
+
+
 def test_preload_with_reload_is_a_usage_error() -> None:
     result = run_cli(
         "prodapp:application", "--app-dir", str(PROD_APPS), "--check", "--preload", "--reload"
     )
     assert result.returncode == 2
     assert "--reload with --preload" in result.stderr
+
+
+def test_reuse_port_spreads_connections_also_after_a_worker_is_killed(
+    launch: Callable[..., Server],
+) -> None:
+    server = launch("prodapp:application", "--workers", "2", "--reuse-port", app_dir=PROD_APPS)
+    assert server.port is not None
+    assert "tcp_migrate_req" in server.log() or reuseport.migration_enabled()
+    spread = connection_spread(server.port)
+    assert len(spread) == 2 and min(spread.values()) >= 8, spread
+    victim = min(server.worker_pids())
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for_log(r"worker \d+ \(pid \d+\) ready", count=3)
+    spread = connection_spread(server.port)
+    assert victim not in spread
+    assert len(spread) == 2 and min(spread.values()) >= 8, "the replacement gets its share"
+    assert server.stop() == 0

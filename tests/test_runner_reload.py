@@ -19,6 +19,13 @@ from runner_support import APPS, Server, wait_until
 HUPS = 4
 
 
+def _kernel_migrates_queued_connections() -> bool:
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 class Load:
     """Bounded client loops on loopback: one opens a connection per request, one keeps its
     connection alive (reconnecting when the server says `Connection: close` or has closed the
@@ -115,13 +122,28 @@ def _write_app(folder: Path, version: str) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "socket_mode",
+    [
+        pytest.param("--no-reuse-port", id="shared-socket"),
+        pytest.param(
+            "--reuse-port",
+            id="reuse-port",
+            marks=pytest.mark.skipif(
+                not _kernel_migrates_queued_connections(),
+                reason="needs net.ipv4.tcp_migrate_req=1: without it the kernel resets "
+                "connections queued on a closing SO_REUSEPORT listener",
+            ),
+        ),
+    ],
+)
 def test_hup_reloads_under_load_without_failed_requests_and_serves_new_code(
-    launch: Callable[..., Server], tmp_path: Path
+    launch: Callable[..., Server], tmp_path: Path, socket_mode: str
 ) -> None:
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     _write_app(app_dir, "v1")
-    server = launch("reload_app:application", "--workers", "2", app_dir=app_dir)
+    server = launch("reload_app:application", "--workers", "2", socket_mode, app_dir=app_dir)
     assert server.port is not None
     with Load(server.port) as load:
         wait_until(lambda: load.ok > 20, 10, "load to start")

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import tornado.web
 from decorators_support import (
@@ -18,6 +17,8 @@ from decorators_support import (
     fetch,
     hang_up,
     open_request,
+    process_alive,
+    read_pid,
     run,
     serving,
     wait_until,
@@ -98,14 +99,13 @@ def test_disconnect_kills_a_running_process_call_when_the_pool_says_so(tmp_path:
     async def main() -> int:
         async with serving(tornado.web.Application([("/", Slow)])) as port:
             _reader, writer = await open_request(port, "/")
-            await wait_until(pid_file.exists)
-            pid = int(pid_file.read_text())
+            pid = await read_pid(pid_file)
             await hang_up(writer)
-            await wait_until(lambda: not _alive(pid))
+            await wait_until(lambda: not process_alive(pid))
             return pid
 
     killed = run(main)
-    assert not _alive(killed)
+    assert not process_alive(killed)
     assert pools.stats()["kill_on_cancel"]["busy"] == 0
 
 
@@ -123,7 +123,7 @@ def test_disconnect_leaves_a_running_process_call_alone_by_default(tmp_path: Pat
     async def main() -> int:
         async with serving(tornado.web.Application([(r"/(\w+)", Held)])) as port:
             holder = asyncio.ensure_future(fetch(port, "/hold"))
-            await wait_until(pid_file.exists)
+            await read_pid(pid_file)
             _reader, writer = await open_request(port, "/mark")
             await wait_until(lambda: pools.stats()["keep_on_cancel"]["queued"] == 1)
             await hang_up(writer)
@@ -134,11 +134,4 @@ def test_disconnect_leaves_a_running_process_call_alone_by_default(tmp_path: Pat
 
     holder_pid = run(main)
     assert not marker.exists()  # the queued call was dropped, not run
-    assert _alive(holder_pid)  # and no worker process was killed for it
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    assert process_alive(holder_pid)  # and no worker process was killed for it

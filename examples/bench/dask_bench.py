@@ -1,12 +1,15 @@
-"""The dask pool against the local process pool: per-call round-trip overhead and the
-throughput of a CPU-bound function, printed as a markdown table.
+"""The dask pool against the local process pool: per-call round-trip overhead, the CPU each
+call costs, and the throughput of a CPU-bound function, called directly and as the `/slow`
+endpoint of `tornado-run --workers auto` (`examples/bench/apps.py` against
+`examples/bench/dask_app.py`). Prints markdown tables.
 
     python -m examples.bench.dask_bench [--quick]
 
 Run from the repository root with the dask extra installed (`pip install -e '.[dask]'`). It
 starts a real dask scheduler and 2 single-threaded dask workers (`dask scheduler`,
 `dask worker`) on loopback, so both pools get 2 processes on the same machine: the figures
-show what the network hop and the scheduler cost, not what more machines would add.
+show what the network hop and the scheduler cost, not what more machines would add. Rates per
+CPU-second count only the processes taking part, so they hold on a busy machine.
 """
 
 from __future__ import annotations

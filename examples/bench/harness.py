@@ -101,7 +101,8 @@ class Server:
         handle, name = tempfile.mkstemp(prefix="bench-server-", suffix=".log")
         os.close(handle)
         self._log = Path(name)
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **self.env}
+        paths = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **self.env}
         with self._log.open("wb") as out:
             self.process = subprocess.Popen(
                 self.command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT

@@ -49,9 +49,12 @@ def load_tool() -> str:
     raise Skip(f"no load tool found: {INSTALL_HINT}")
 
 
-def closed_loop(url: str, connections: int, seconds: float, timeout: float = 10.0) -> LoadResult:
-    """Keep `connections` keep-alive connections busy on `url` for `seconds`."""
-    tool = load_tool()
+def closed_loop(
+    url: str, connections: int, seconds: float, timeout: float = 10.0, tool: str | None = None
+) -> LoadResult:
+    """Keep `connections` keep-alive connections busy on `url` for `seconds`, with `tool`
+    ("wrk" or "ab"; default: whichever is installed, wrk first)."""
+    tool = tool or load_tool()
     if tool == "wrk":
         return _run_wrk(url, connections, seconds, timeout)
     return _run_ab(url, connections, seconds, timeout)

@@ -1,0 +1,123 @@
+"""`--reuse-port` without lost connections: the master owns one SO_REUSEPORT listening socket
+per worker position ("set"), and each worker serves on the set it is given.
+
+The kernel spreads connections across the sets. A set's socket stays open in the master while
+its worker is replaced (HUP, recycling, crash), so connections queued on it wait for the next
+worker instead of being reset when the old worker closes its copy, which is what happens to a
+worker's own socket when `net.ipv4.tcp_migrate_req` is 0. The master never accepts on them.
+
+A new worker takes the set with the fewest serving workers; ties go to the set whose worker the
+master will retire first (oldest generation, then oldest start), so a rolling replacement takes
+over its predecessor's set. A set left without workers when there are more sets than wanted
+workers (TTOU) is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from .reuseport import is_reservation, listen_sockets
+
+log = logging.getLogger("tornado_run.master")
+
+
+@dataclass
+class _Set:
+    sockets: list[socket.socket]
+    members: set[int] = field(default_factory=set)  # worker ids
+
+
+class ListenerSets:
+    """Per-worker listening sockets for every reservation among the master's sockets."""
+
+    def __init__(self, master_sockets: list[socket.socket], backlog: int) -> None:
+        self.addresses = [sock.getsockname()[:2] for sock in master_sockets if is_reservation(sock)]
+        self.backlog = backlog
+        self.sets: list[_Set | None] = []
+        self.assigned: dict[int, int] = {}  # worker id -> set index
+
+    @property
+    def active(self) -> bool:
+        """True when there is anything to balance (a TCP bind reserved with --reuse-port)."""
+        return bool(self.addresses)
+
+    def assign(self, master: Any, ctx: Any) -> None:
+        """Before the fork of worker `ctx.worker_id`: pick its set and put that set's sockets,
+        instead of the reservations, into `ctx.sockets`."""
+        if not self.active:
+            return
+        index = self._choose(master)
+        chosen = self.sets[index]
+        assert chosen is not None
+        chosen.members.add(ctx.worker_id)
+        self.assigned[ctx.worker_id] = index
+        ctx.sockets = [s for s in ctx.sockets if not is_reservation(s)] + chosen.sockets
+
+    def keep_only(self, ctx: Any) -> None:
+        """In the forked worker: close every other set's sockets and the reservations."""
+        own = {id(sock) for sock in ctx.sockets}
+        for entry in self.sets:
+            for sock in entry.sockets if entry else []:
+                if id(sock) not in own:
+                    sock.close()
+
+    def maintain(self, master: Any) -> None:
+        """Forget exited workers; close sets nobody serves when fewer workers are wanted."""
+        live = {w.worker_id for w in master.workers.values()}
+        for worker_id in [w for w in self.assigned if w not in live]:
+            entry = self.sets[self.assigned.pop(worker_id)]
+            if entry is not None:
+                entry.members.discard(worker_id)
+        open_sets = [i for i, entry in enumerate(self.sets) if entry is not None]
+        for index in open_sets:
+            entry = self.sets[index]
+            assert entry is not None
+            if not entry.members and len(open_sets) > master.num_workers:
+                for sock in entry.sockets:
+                    sock.close()
+                self.sets[index] = None
+                open_sets.remove(index)
+
+    def close(self) -> None:
+        """Close every set (at the master's exit)."""
+        for entry in self.sets:
+            for sock in entry.sockets if entry else []:
+                with contextlib.suppress(OSError):
+                    sock.close()
+        self.sets = []
+
+    def _choose(self, master: Any) -> int:
+        serving: dict[int, list[Any]] = {i: [] for i, e in enumerate(self.sets) if e is not None}
+        for worker in master.workers.values():
+            index = self.assigned.get(worker.worker_id)
+            if index is not None and index in serving and not worker.retiring:
+                serving[index].append(worker)
+        if len(serving) < master.num_workers or not serving:
+            return self._new_set()
+        return min(
+            serving,
+            key=lambda i: (
+                len(serving[i]),
+                min(((w.generation, w.born) for w in serving[i]), default=(-1, 0.0)),
+            ),
+        )
+
+    def _new_set(self) -> int:
+        sockets: list[socket.socket] = []
+        try:
+            for host, port in self.addresses:
+                sockets.extend(listen_sockets(host, port, self.backlog))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        for index, entry in enumerate(self.sets):
+            if entry is None:
+                self.sets[index] = _Set(sockets)
+                return index
+        self.sets.append(_Set(sockets))
+        return len(self.sets) - 1

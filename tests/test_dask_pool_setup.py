@@ -1,0 +1,115 @@
+"""The `dask` pool kind without a LocalCluster: configuration errors, the optional install,
+lazy import, and a scheduler that is unreachable or goes away (a real `dask scheduler`)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+pytest.importorskip("distributed")
+
+import dask_support as ds
+from tornado_run.decorators import dask_pool
+from tornado_run.decorators.dask_pool import ClusterUnavailable, DaskPool
+from tornado_run.decorators.pool_api import PoolSpec
+from tornado_run.runner.lifecycle import ConfigurationError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def make_pool(address: str, **options: Any) -> DaskPool:
+    spec = PoolSpec(name="cluster", kind="dask", options={"address": address, **options})
+    return dask_pool.create_pool(spec)
+
+
+def test_lost_scheduler_fails_waiting_calls_with_clear_error(tmp_path: Path) -> None:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with ds.scheduler_process(tmp_path) as (address, scheduler):
+
+        async def scenario() -> list[ClusterUnavailable]:
+            pool = make_pool(address, connect_timeout=2)
+            errors = []
+            try:
+                # No worker exists, so the call waits on the scheduler until it goes away.
+                # A stdlib function: this scheduler cannot import the tests folder.
+                call = asyncio.ensure_future(pool.run(math.factorial, (3,), {}, timeout=None))
+                await asyncio.sleep(0.5)
+                assert not call.done()
+                os.kill(scheduler.pid, signal.SIGKILL)
+                for attempt in (call, pool.run(math.factorial, (3,), {}, timeout=None)):
+                    try:
+                        await asyncio.wait_for(attempt, 15)
+                    except ClusterUnavailable as exc:
+                        errors.append(exc)
+                return errors
+            finally:
+                await pool.aclose(3)
+
+        lost, after = ds.run_bounded(scenario())
+    for error in (lost, after):
+        assert address in str(error) and "\n" not in str(error)
+        assert error.status_code == 500
+        assert isinstance(error, ConnectionError)
+    assert "lost" in str(lost) and "unreachable" in str(after)
+    assert ds.wait_no_stray_children(before) == []
+
+
+def test_unreachable_scheduler_is_a_clear_error_within_connect_timeout() -> None:
+    address = f"tcp://127.0.0.1:{ds.free_port()}"
+
+    async def scenario() -> ClusterUnavailable:
+        pool = make_pool(address, connect_timeout=1)
+        try:
+            await pool.run(ds.square, (3,), {}, timeout=None)
+        except ClusterUnavailable as exc:
+            return exc
+        finally:
+            await pool.aclose(1)
+        raise AssertionError("call succeeded without a scheduler")
+
+    started = time.monotonic()
+    error = ds.run_bounded(scenario(), timeout=20)
+    assert address in str(error) and "unreachable" in str(error)
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({}, "pools.cluster.address = None"),
+        ({"address": "10.0.0.5:8786"}, "pools.cluster.address = '10.0.0.5:8786'"),
+        ({"address": "tcp://h:1", "connect_timeout": 0}, "pools.cluster.connect_timeout = 0"),
+        ({"address": "tcp://h:1", "adress": "x"}, "pools.cluster.adress = 'x': unknown setting"),
+    ],
+)
+def test_bad_options_are_one_line_configuration_errors(
+    options: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        dask_pool.create_pool(PoolSpec(name="cluster", kind="dask", options=options))
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_missing_distributed_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    spec = PoolSpec(name="cluster", kind="dask", options={"address": "tcp://h:1"})
+    with pytest.raises(ConfigurationError, match=r"pip install 'tornado-run\[dask\]'"):
+        dask_pool.create_pool(spec)
+
+
+def test_importing_the_decorators_does_not_import_distributed() -> None:
+    code = "import sys, tornado_run.decorators; print('distributed' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip() == "False"
