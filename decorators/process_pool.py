@@ -42,6 +42,7 @@ def auto_process_count() -> int:
 
 
 _SLOTS = 1 << 16  # skip flags; calls in flight must stay below this
+_HEALTH_PERIOD = 1.0  # seconds between checks that pebble still runs the pool
 
 
 class _PoolDown(WorkerCrashed):
@@ -81,6 +82,8 @@ class ProcessPool:
         self._skip: Any = None  # shared byte array, one flag per slot
         self._pebble: pebble.ProcessPool | None = None
         self._starting: asyncio.Future[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     async def run(
@@ -116,6 +119,9 @@ class ProcessPool:
             # call is not to blame, so it gets a fresh pool.
             await self._start()
             self._schedule(task, payload, timeout)
+        if self._watchdog is None or self._watchdog_loop is not loop:
+            self._watchdog_loop = loop
+            self._watchdog = loop.call_later(_HEALTH_PERIOD, self._check_health)
         timer = loop.call_later(timeout, self._expire, task, timeout) if timeout else None
         try:
             result = await task.future
@@ -185,6 +191,26 @@ class ProcessPool:
         else:
             task.future.set_exception(error)
 
+    def _check_health(self) -> None:
+        """Fail the calls of a pool pebble has given up on without failing them itself.
+
+        pebble can mark its pool broken while a new call still sits in its internal queue
+        (a worker died before the call was registered); that call would wait forever.
+        """
+        self._watchdog = None
+        executor = self._pebble
+        if executor is not None and not executor.active:
+            self._drop_pebble()
+            with self._lock:
+                stranded = list(self._tasks)
+            failure = self._broken(BrokenProcessPool("pebble stopped the pool"))
+            for task in stranded:
+                with contextlib.suppress(RuntimeError):
+                    task.loop.call_soon_threadsafe(_settle_error, task.future, failure)
+        if self._admission.in_flight > 0:
+            loop = asyncio.get_running_loop()
+            self._watchdog = loop.call_later(_HEALTH_PERIOD, self._check_health)
+
     def _broken(self, error: BaseException) -> WorkerCrashed:
         return WorkerCrashed(
             f"process pool {self.spec.name!r} lost its worker processes ({error}). If they die "
@@ -248,8 +274,8 @@ class ProcessPool:
             initargs=(skip,),
         )
         try:
-            probe = pickling.pack(int, (), {})
-            executor.schedule(pickling.run_packed, args=(probe, -1)).result(timeout=60)
+            probe = executor.schedule(pickling.run_packed, args=(pickling.pack(int, (), {}), -1))
+            _wait_for_probe(executor, probe)
         except BrokenProcessPool as error:
             executor.stop()  # type: ignore[no-untyped-call]
             raise self._broken(error) from None
@@ -279,6 +305,18 @@ class ProcessPool:
 
     async def aclose(self, timeout: float) -> None:
         await run_in_thread(lambda: self.close(True, timeout), f"close-pool-{self.spec.name}")
+
+
+def _wait_for_probe(executor: pebble.ProcessPool, probe: Future[bytes]) -> None:
+    """Wait until a first call has run; BrokenProcessPool if pebble gives up meanwhile (it
+    may do so without failing the call) or nothing ran within a minute."""
+    deadline = time.monotonic() + 60
+    while not probe.done():
+        if not executor.active or time.monotonic() > deadline:
+            raise BrokenProcessPool("no worker process could run a first call")
+        with contextlib.suppress(TimeoutError):
+            probe.result(timeout=0.1)
+    probe.result()
 
 
 def done_timeout(error: BaseException) -> float:

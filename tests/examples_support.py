@@ -186,9 +186,3 @@ def assert_held_up(fast: Response, fast_sent: float, slow: InFlight) -> None:
         f"the fast request took {fast.seconds:.3f} s while the slow one ran {remaining:.3f} s "
         "longer: it was not held up"
     )
-
-
-def no_children_left() -> list[int]:
-    """Pids of this test process's live descendants (should be empty after every test)."""
-    me = psutil.Process()
-    return [p.pid for p in me.children(recursive=True) if p.is_running()]

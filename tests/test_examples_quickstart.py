@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from examples_support import no_children_left, serve
+from examples_support import serve
 
 
 def test_readme_quickstart_serves_plain_thread_and_process_routes() -> None:
@@ -24,4 +24,3 @@ def test_readme_quickstart_serves_plain_thread_and_process_routes() -> None:
         assert fib.json() == {"n": 20, "fib": 6765}
 
         assert app.get("/fib/99").status == 400
-    assert no_children_left() == []
