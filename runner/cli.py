@@ -173,9 +173,7 @@ def _listening_sockets(settings: Settings) -> list[socket.socket]:
         activated = systemd_sockets(int(settings.backlog))
         if activated:
             return activated
-    from . import reuseport
-
-    if reuseport.wanted(settings.reuse_port) and not settings.no_master:
+    if settings.reuse_port and not settings.no_master:
         from .reuseport import bind_for_workers
 
         return bind_for_workers(settings.bind, settings.backlog, bind_all)

@@ -53,7 +53,7 @@ class Settings:
     max_memory: float = 0.0
     max_lifetime: float = 0.0
     max_lifetime_jitter: float = 0.0
-    reuse_port: bool | str = "auto"
+    reuse_port: bool = True
     metrics: str | None = None
     control: str | None = None
     user: str | None = None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import control, privileges, reuseport
+from . import control, privileges
 from .channel import READY
 from .errors import UsageError
 from .metrics import metrics_server
@@ -119,13 +119,6 @@ class Production:
         if getattr(self.settings, "reload", False):
             self._watcher = SourceWatcher([self.settings.app_dir])
             log.info("--reload: watching %d files", self._watcher.watched)
-        reuse_port = getattr(self.settings, "reuse_port", "auto")
-        if reuse_port is True:
-            reuseport.warn_without_migration()
-        elif reuse_port == "auto" and not reuseport.wanted("auto"):
-            log.info(
-                "one shared listening socket: --reuse-port auto needs net.ipv4.tcp_migrate_req=1"
-            )
         self._warn_unreachable()
 
     def _warn_unreachable(self) -> None:

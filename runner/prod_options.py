@@ -107,21 +107,9 @@ def _flag(raw: object) -> bool:
     raise BadValue("use true or false (also 1/0, yes/no, on/off)")
 
 
-REUSE_PORT_DEFAULT = "auto"
-"""auto: per-worker SO_REUSEPORT sockets where the kernel migrates an exiting worker's queued
-connections (net.ipv4.tcp_migrate_req = 1), else one shared socket. Chosen from the figures in
-the README's production master section: balance where reloads stay lossless."""
-
-
-def parse_reuse_port(raw: object) -> bool | str:
-    """true, false or auto."""
-    if isinstance(raw, str) and raw.strip().lower() == "auto":
-        return "auto"
-    try:
-        return _flag(raw)
-    except BadValue:
-        raise BadValue("use auto, true or false (also 1/0, yes/no, on/off)") from None
-
+REUSE_PORT_DEFAULT = True
+"""Chosen from the measured connection spread (README, production master section): balanced,
+and as lossless on HUP, recycling and crashes as the shared socket (see socketsets.py)."""
 
 ROWS: tuple[tuple[str, Callable[[object], Any], Any, str, str, bool], ...] = (
     ("timeout", parse_seconds_positive, 30.0,
@@ -137,9 +125,9 @@ ROWS: tuple[tuple[str, Callable[[object], Any], Any, str, str, bool], ...] = (
      "recycle a worker after S seconds (0: off)", "S", False),
     ("max_lifetime_jitter", parse_off_or_number("seconds"), 0.0,
      "add 0..S seconds to each worker's --max-lifetime", "S", False),
-    ("reuse_port", parse_reuse_port, REUSE_PORT_DEFAULT,
-     "each worker listens on its own SO_REUSEPORT socket (balanced connections); default auto: "
-     "only if net.ipv4.tcp_migrate_req is 1", "", True),
+    ("reuse_port", _flag, REUSE_PORT_DEFAULT,
+     "one SO_REUSEPORT listening socket per worker: the kernel balances connections (TCP binds)",
+     "", True),
     ("metrics", parse_address_or_off, None,
      "serve Prometheus metrics of all workers on HOST:PORT from the master", "HOST:PORT", False),
     ("control", parse_path_text, None,
@@ -176,5 +164,5 @@ def validate(settings: Any) -> None:
             "--reload with --preload: workers forked from a preloaded master keep its code; "
             "drop one of them"
         )
-    if settings.reuse_port is True and not reuseport.supported():
+    if settings.reuse_port and not reuseport.supported() and not settings.no_master:
         raise UsageError("--reuse-port: this platform has no SO_REUSEPORT; drop the flag")

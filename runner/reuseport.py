@@ -4,8 +4,10 @@ connections evenly instead of letting the busiest worker take them all.
 The master calls `reserve` for each TCP address: a socket bound with SO_REUSEPORT that never
 listens. Linux gives connections only to listening sockets of the group, so the reservation
 takes none, yet the port stays taken (another program cannot bind it) and port 0 resolves once
-for every worker. Each worker calls `listen_socket` after the fork, before it drops privileges
-(the kernel only groups sockets created by the same user).
+for every worker. The listening sockets of the group are opened by the master too, one per
+worker position (`socketsets.py`), so that replacing a worker loses no queued connection;
+`worker_sockets` (a worker binding its own socket) remains for a master without that hook.
+The kernel only groups sockets created by the same user: bind before dropping privileges.
 """
 
 from __future__ import annotations
@@ -29,15 +31,6 @@ MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 def supported() -> bool:
     """True when this platform has SO_REUSEPORT with load balancing (Linux >= 3.9)."""
     return hasattr(socket, "SO_REUSEPORT")
-
-
-def wanted(setting: bool | str, path: Path = MIGRATE_REQ) -> bool:
-    """Whether `--reuse-port` (True, False or "auto") gives per-worker sockets here: "auto"
-    only when the kernel migrates queued connections of a closing listener, so that HUP and
-    recycling stay lossless."""
-    if setting == "auto":
-        return supported() and migration_enabled(path) is True
-    return bool(setting)
 
 
 def _addresses(host: str, port: int) -> list[tuple[int, int, int, tuple[object, ...]]]:

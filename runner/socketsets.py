@@ -20,7 +20,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from .reuseport import is_reservation, listen_sockets
+from .reuseport import is_reservation, listen_sockets, warn_without_migration
 
 log = logging.getLogger("tornado_run.master")
 
@@ -77,6 +77,8 @@ class ListenerSets:
             entry = self.sets[index]
             assert entry is not None
             if not entry.members and len(open_sets) > master.num_workers:
+                log.info("closing listener set %d: fewer workers wanted", index)
+                warn_without_migration()
                 for sock in entry.sockets:
                     sock.close()
                 self.sets[index] = None

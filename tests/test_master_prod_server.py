@@ -15,7 +15,6 @@ import pytest
 from master_prod_support import PROD_APPS, Load, connection_spread, get_pid, line_of, status
 from prometheus_client.parser import text_string_to_metric_families
 from runner_support import Server, http_get, run_cli, wait_until
-from tornado_run.runner import reuseport
 
 
 def test_cpu_loop_past_block_warn_logs_the_handler_file_and_line(
@@ -285,7 +284,6 @@ def test_reuse_port_spreads_connections_also_after_a_worker_is_killed(
 ) -> None:
     server = launch("prodapp:application", "--workers", "2", "--reuse-port", app_dir=PROD_APPS)
     assert server.port is not None
-    assert "tcp_migrate_req" in server.log() or reuseport.migration_enabled()
     spread = connection_spread(server.port)
     assert len(spread) == 2 and min(spread.values()) >= 8, spread
     victim = min(server.worker_pids())

@@ -259,16 +259,6 @@ def _accept_all(listener: socket.socket) -> int:
     return accepted
 
 
-def test_auto_reuse_port_follows_the_kernel_migration_setting(tmp_path: Path) -> None:
-    off, on = tmp_path / "off", tmp_path / "on"
-    off.write_text("0\n")
-    on.write_text("1\n")
-    assert reuseport.wanted("auto", on) is True
-    assert reuseport.wanted("auto", off) is False
-    assert reuseport.wanted("auto", tmp_path / "missing") is False
-    assert reuseport.wanted(True, off) is True and reuseport.wanted(False, on) is False
-
-
 def test_migration_setting_is_read_and_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

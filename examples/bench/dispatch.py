@@ -143,6 +143,6 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=None, help="rounds per variant (best counts)")
     options = parser.parse_args()
     try:
-        asyncio.run(main(options.quick, options.rounds or (1 if options.quick else 3)))
+        asyncio.run(main(options.quick, options.rounds or (1 if options.quick else 5)))
     finally:
         pools.shutdown()
