@@ -49,9 +49,10 @@ class ExecutorPool:
         else:
             call = functools.partial(fn, *args, **kwargs)
             submitted = self.executor.submit(contextvars.copy_context().run, call)
-        self._admission.admit()
+        self._admission.admit()  # never refuses (unbounded): it keeps the counters
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(submitted), timeout)
+            waiting = asyncio.wrap_future(submitted)
+            result = await (waiting if timeout is None else asyncio.wait_for(waiting, timeout))
         except TimeoutError:
             self._admission.timed_out += 1
             if not submitted.cancel():

@@ -159,17 +159,22 @@ async def aclose(timeout: float) -> None:
 
 
 def _close_quietly(pool: Pool, *, wait: bool, timeout: float = 30.0) -> None:
-    close = getattr(pool, "close", None)
-    try:
-        if close is not None:
-            close(wait, timeout)
-        else:  # kinds that only implement the async contract
-            runner = threading.Thread(target=asyncio.run, args=(pool.aclose(timeout),))
-            runner.start()
-            if wait:
-                runner.join(timeout)
-    except Exception:
-        log.exception("closing pool %r failed", pool.spec.name)
+    """Close `pool`, logging failures; without `wait` the closing happens in a thread."""
+
+    def close() -> None:
+        try:
+            closer = getattr(pool, "close", None)
+            if closer is not None:
+                closer(True, timeout)
+            else:  # kinds that only implement the async contract
+                asyncio.run(pool.aclose(timeout))
+        except Exception:
+            log.exception("closing pool %r failed", pool.spec.name)
+
+    if wait:
+        close()
+    else:
+        threading.Thread(target=close, name=f"close-pool-{pool.spec.name}", daemon=True).start()
 
 
 def _hook_into_lifecycle() -> None:

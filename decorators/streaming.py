@@ -91,8 +91,10 @@ async def stream(
     producer.add_done_callback(lambda _: channel.close())
     connection: Any = handler.request.connection
     original = handler.on_connection_close
+    gone = []
 
     def on_close() -> None:
+        gone.append(True)
         try:
             original()
         finally:
@@ -106,13 +108,16 @@ async def stream(
             try:
                 await handler.flush()
             except StreamClosedError:
+                gone.append(True)
                 break
             channel.consumed()
     finally:
         channel.close()
         if hasattr(connection, "set_close_callback"):
             connection.set_close_callback(original)
-    if not producer.done() or _stream_closed(handler):
+    if gone or not producer.done() or _stream_closed(handler):
+        # Withdraw the call: a generator busy between two chunks sees check_cancelled().
+        producer.cancel()
         producer.add_done_callback(_collect)
         return
     await producer

@@ -70,7 +70,8 @@ def unblock(
     (default: the pool's). Used bare (`@unblock`) or with arguments (`@unblock(pool=...)`).
 
     Raises at decoration: `ConfigurationError` (a ValueError) for an unknown pool or a bad
-    timeout, `TypeError` for a handler verb on a process pool.
+    timeout; `TypeError` for a handler verb on a pool outside this process, an async function,
+    or a generator that is not a handler verb on a thread pool.
     """
     if fn is None:
         return lambda function: _decorate(function, pool, timeout)

@@ -152,10 +152,10 @@ def start(settings: Settings) -> int:
         if settings.no_master:
             return _serve_here(settings, sockets)
         from .master import Master
-        from .prod_master import attach
+        from .prod_attach import attach
 
         if settings.preload:
-            from .prod_master import preload
+            from .prod_attach import preload
 
             preload(settings)
         master = Master(settings, sockets, workers)
@@ -195,7 +195,12 @@ def _serve_here(settings: Settings, sockets: list[socket.socket]) -> int:
         log.info("Listening at %s (no master, pid %d)", describe(sock), os.getpid())
     pidfile.write(settings.pid)
     try:
-        return run_worker(WorkerContext(settings, sockets, cpu_share=usable_cores()))
+        from .prod_worker import no_master_hooks
+
+        hooks = no_master_hooks(settings)  # --block-warn and the SIGUSR2 stack dump
+        return run_worker(
+            WorkerContext(settings, sockets, cpu_share=usable_cores(), tick_hooks=hooks)
+        )
     finally:
         remove_unix_files(settings.bind if settings.bind_given else ())
         pidfile.remove(settings.pid)

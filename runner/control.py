@@ -107,6 +107,15 @@ def running_masters(folder: Path | None = None) -> list[Path]:
     return found
 
 
+def remove_stale(folder: Path | None = None) -> None:
+    """Remove sockets left in the default folder by masters that died without cleaning up."""
+    folder = folder or default_dir()
+    for entry in folder.glob(f"*{SUFFIX}"):
+        pid_text = entry.name[: -len(SUFFIX)]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            remove(entry)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

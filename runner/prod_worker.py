@@ -35,6 +35,12 @@ def prepare(settings: Any, sockets: list[socket.socket]) -> list[socket.socket]:
     return sockets
 
 
+def no_master_hooks(settings: Any) -> list[Callable[[Any], None]]:
+    """For `--no-master`: arm the stack dump (SIGUSR2) and return the watchdog's tick hook."""
+    install_stack_dump()
+    return [loop_hook(settings)]
+
+
 def loop_hook(settings: Any) -> Callable[[Any], None]:
     """A tick hook (called on the loop with the `Worker`) that starts the watchdog on its first
     call and then copies its lag figures into the worker's scoreboard slot each tick."""

@@ -66,17 +66,21 @@ class ListenerSets:
                     sock.close()
 
     def maintain(self, master: Any) -> None:
-        """Forget exited workers; close sets nobody serves when fewer workers are wanted."""
+        """Forget exited workers; close a set nobody serves any more when fewer workers are
+        wanted (TTOU)."""
         live = {w.worker_id for w in master.workers.values()}
         for worker_id in [w for w in self.assigned if w not in live]:
             entry = self.sets[self.assigned.pop(worker_id)]
             if entry is not None:
                 entry.members.discard(worker_id)
+        serving = {w.worker_id for w in master.workers.values() if not w.retiring}
         open_sets = [i for i, entry in enumerate(self.sets) if entry is not None]
-        for index in open_sets:
+        for index in list(open_sets):
             entry = self.sets[index]
             assert entry is not None
-            if not entry.members and len(open_sets) > master.num_workers:
+            # Closed as soon as its last worker retires: that worker's drain then accepts
+            # what is queued right before its own close, the last one on the socket.
+            if not entry.members & serving and len(open_sets) > master.num_workers:
                 log.info("closing listener set %d: fewer workers wanted", index)
                 warn_without_migration()
                 for sock in entry.sockets:

@@ -137,11 +137,16 @@ class LoopWatchdog:
 
     def _watch(self) -> None:
         assert self.threshold is not None
-        interval = max(MIN_TICK, min(self.tick, self.threshold / 2))
-        while not self._stop.wait(interval):
+        in_episode = max(MIN_TICK, self.threshold / 4)
+        delay = self.threshold
+        # Sleep until the loop would be late by the threshold, not at the tick rate: each
+        # wake-up takes the GIL from a busy loop thread.
+        while not self._stop.wait(delay):
             lag = time.monotonic() - self._next_due
             if lag < self.threshold:
+                delay = max(MIN_TICK, self.threshold - lag)
                 continue
+            delay = in_episode
             with self._lock:
                 if self._episode_stack is None:
                     self._episode_stack = self._loop_stack()

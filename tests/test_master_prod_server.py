@@ -293,3 +293,30 @@ def test_reuse_port_spreads_connections_also_after_a_worker_is_killed(
     assert victim not in spread
     assert len(spread) == 2 and min(spread.values()) >= 8, "the replacement gets its share"
     assert server.stop() == 0
+
+
+def test_no_master_mode_also_reports_blocked_loops_and_survives_usr2(
+    launch: Callable[..., Server],
+) -> None:
+    server = launch(
+        "prodapp:application", "--no-master", "--block-warn", "100", app_dir=PROD_APPS,
+        wait_ready=False,
+    )  # fmt: skip
+    assert server.port is not None
+    port = server.port
+    wait_until(lambda: _answers(port), 15, "the server to answer")
+    get_pid(port, "/cpu?ms=300")
+    log = server.wait_for_log(r"event loop blocked for \d+ ms")
+    assert f"line {line_of('CPU-LOOP')}, in burn_cpu" in log
+    os.kill(server.pid, signal.SIGUSR2)
+    server.wait_for_log(r"Current thread 0x")
+    assert get_pid(port)["pid"] == server.pid
+    assert server.stop() == 0
+
+
+def _answers(port: int) -> bool:
+    try:
+        get_pid(port)
+    except OSError:
+        return False
+    return True

@@ -159,6 +159,20 @@ def test_status_without_arguments_finds_the_only_running_master(
     assert "4242" in capsys.readouterr().out
 
 
+def test_sockets_of_dead_masters_are_cleaned_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    mine = control.control_path(None, None, os.getpid())
+    dead = mine.parent / "999999999.ctl"
+    with serving(control.control_server(mine, sample_snapshot)):
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(str(dead))
+        stale.close()
+        control.remove_stale()
+        assert not dead.exists() and mine.exists()
+
+
 def test_status_without_a_master_exits_1_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -205,3 +205,18 @@ def test_overloaded_from_an_awaited_function_carries_retry_after() -> None:
 
     error = run(main)
     assert error.status_code == 503 and error.retry_after >= 1
+
+
+def test_redeclaring_a_used_pool_replaces_it() -> None:
+    pools.configure("swap", kind="thread", size=1)
+
+    @unblock(pool="swap")
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert run(lambda: double(1)) == 2
+    assert pools.stats()["swap"]["completed"] == 1
+    pools.configure("swap", kind="thread", size=2)
+    assert "swap" not in pools.stats()  # the old pool is gone, the new one not built yet
+    assert run(lambda: double(2)) == 4
+    assert (pools.stats()["swap"]["size"], pools.stats()["swap"]["completed"]) == (2, 1)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import tornado.web
 from decorators_support import fetch, hang_up, open_request, run, serving, wait_until
-from tornado_run.decorators import unblock
+from tornado_run.decorators import TaskCancelled, check_cancelled, unblock
 
 
 def test_chunks_arrive_in_order_while_the_generator_still_runs() -> None:
@@ -108,6 +108,33 @@ def test_a_disconnect_closes_the_generator() -> None:
     run(main)
     assert closed.is_set()
     assert len(produced) < 100_000
+
+
+def test_a_disconnect_lets_a_generator_busy_between_chunks_stop_early() -> None:
+    stopped = threading.Event()
+
+    class Busy(tornado.web.RequestHandler):
+        @unblock
+        def get(self) -> Iterator[str]:
+            yield "header\n"
+            try:
+                for _ in range(3000):  # 30 s of work before the next chunk
+                    check_cancelled()
+                    time.sleep(0.01)
+            except TaskCancelled:
+                stopped.set()
+                raise
+            yield "never\n"
+
+    async def main() -> None:
+        async with serving(tornado.web.Application([("/", Busy)])) as port:
+            reader, writer = await open_request(port, "/")
+            await asyncio.wait_for(reader.readuntil(b"header"), 10)
+            await hang_up(writer)
+            await wait_until(stopped.is_set)
+
+    run(main)
+    assert stopped.is_set()
 
 
 def test_a_generator_failing_before_its_first_chunk_answers_500() -> None:
