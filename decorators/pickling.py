@@ -9,11 +9,17 @@ with a clear `TypeError` and never reaches (or breaks) the pool.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
+import os
 import pickle
+import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
+_PR_SET_PDEATHSIG = 1
 _PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
 _resolved: dict[tuple[str, str], Callable[..., Any]] = {}
 _skip_flags: Any = None  # in a pool child: the shared per-slot "withdrawn" flags
@@ -76,9 +82,25 @@ def pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) 
 
 
 def use_skip_flags(flags: Any) -> None:
-    """Pool child initializer: keep the shared flags that mark withdrawn calls."""
+    """Pool child initializer: die with the process that forked this child, and keep the
+    shared flags that mark withdrawn calls."""
     global _skip_flags
+    _die_with_parent()
     _skip_flags = flags
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this pool child when its parent (the forkserver) exits.
+
+    The forkserver exits as soon as the web worker that owns the pool dies, even by SIGKILL,
+    so a busy pool child never outlives its web worker by the length of its task.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def run_packed(payload: bytes, slot: int = -1) -> bytes:

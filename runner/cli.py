@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from . import __version__, pidfile
+from . import __version__, lifecycle, pidfile
 from .appload import load_application
 from .config import Settings, load_settings
 from .cpus import usable_cores
@@ -181,6 +181,7 @@ def _listening_sockets(settings: Settings) -> list[socket.socket]:
 
 
 def _check(settings: Settings, sockets: list[socket.socket], workers: int) -> int:
+    os.environ[lifecycle.ENV_POOLS_CONFIG] = settings.pools_json()  # as a worker would see it
     with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
         runner.run(load_application(settings.app, settings.app_dir, settings.factory))
     where = ", ".join(describe(sock) for sock in sockets)

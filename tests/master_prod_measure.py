@@ -1,6 +1,8 @@
 """Measure connection spread and failed requests, shared socket vs --reuse-port (issue 5).
 
     .venv/bin/python tests/master_prod_measure.py [--trials 5]
+    .venv/bin/python tests/master_prod_measure.py --what wrk-hups    # needs Debian's wrk
+    .venv/bin/python tests/master_prod_measure.py --what watchdog    # --block-warn cost
 
 For each mode, 2 workers of tests/apps_master_prod/prodapp.py on 127.0.0.1:
 - spread: 64 keep-alive connections opened at once, one request each; share of the busiest
@@ -18,8 +20,10 @@ import argparse
 import http.client
 import json
 import os
+import re
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -109,10 +113,67 @@ def measure(mode: str, trials: int) -> dict[str, str]:
     return row
 
 
+def wrk_hups(mode: str, hups: int = 10) -> str:
+    """wrk -t2 -c64 for 20 s while the master gets `hups` HUPs: requests, errors, non-2xx."""
+    flag = "--reuse-port" if mode == "reuse-port" else "--no-reuse-port"
+    with start_server("prodapp:application", "--workers", "2", flag, app_dir=PROD_APPS) as server:
+        url = f"http://127.0.0.1:{server.port}/pid"
+        wrk = subprocess.Popen(
+            ["wrk", "-t2", "-c64", "-d20s", url], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(2)
+        for round_number in range(1, hups + 1):
+            server.send_signal(signal.SIGHUP)
+            server.wait_for_log(r"Reload complete", timeout=60, count=round_number)
+            time.sleep(0.3)
+        out, _ = wrk.communicate(timeout=60)
+    errors = re.search(r"Socket errors:.*", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests = re.search(r"(\d+) requests in", out)
+    return (
+        f"{mode}: {requests.group(1) if requests else '?'} requests, "
+        f"{errors.group(0) if errors else 'no socket errors'}, "
+        f"non-2xx {non2xx.group(1) if non2xx else 0}"
+    )
+
+
+def watchdog_cost(rounds: int = 4) -> str:
+    """Requests per worker CPU-second with and without --block-warn 100 (interleaved)."""
+    results: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(rounds):
+        for name, extra in (("off", []), ("on", ["--block-warn", "100"])):
+            with start_server("prodapp:application", "--workers", "2", *extra,
+                              app_dir=PROD_APPS) as server:  # fmt: skip
+                url = f"http://127.0.0.1:{server.port}/pid"
+                subprocess.run(["wrk", "-t2", "-c64", "-d1s", url], capture_output=True)
+                before = _worker_cpu(server)
+                out = subprocess.run(
+                    ["wrk", "-t2", "-c64", "-d4s", url], capture_output=True, text=True
+                ).stdout
+                spent = _worker_cpu(server) - before
+                match = re.search(r"(\d+) requests in", out)
+                assert match is not None, out
+                results[name].append(int(match.group(1)) / spent)
+    off, on = statistics.median(results["off"]), statistics.median(results["on"])
+    return f"req per worker CPU-second: off {off:.0f}, on {on:.0f}, cost {1 - on / off:.1%}"
+
+
+def _worker_cpu(server: Server) -> float:
+    return sum(sum(proc.cpu_times()[:2]) for proc in server.workers())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--what", choices=["spread", "wrk-hups", "watchdog"], default="spread")
     args = parser.parse_args()
+    if args.what == "wrk-hups":
+        print(wrk_hups("shared"))
+        print(wrk_hups("reuse-port"))
+        return 0
+    if args.what == "watchdog":
+        print(watchdog_cost())
+        return 0
     rows = [measure(mode, args.trials) for mode in ("shared", "reuse-port")]
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |")
