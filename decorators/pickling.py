@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import multiprocessing.forkserver
 import os
 import pickle
 import signal
@@ -95,12 +96,28 @@ def _die_with_parent() -> None:
     The forkserver exits as soon as the web worker that owns the pool dies, even by SIGKILL,
     so a busy pool child never outlives its web worker by the length of its task.
     """
+    _release_forkserver()
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _release_forkserver() -> None:
+    """Close this child's copy of the forkserver's keep-alive pipe.
+
+    multiprocessing hands every forkserver child that pipe's write end, so the forkserver
+    outlives its owner for as long as any child lives; a busy pool child would then keep the
+    forkserver, and so itself, alive after its web worker is gone.
+    """
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if isinstance(fd, int):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        server._forkserver_alive_fd = None  # type: ignore[union-attr]
 
 
 def run_packed(payload: bytes, slot: int = -1) -> bytes:
