@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -33,11 +34,18 @@ def _dask_factory(spec: PoolSpec) -> Pool:
     return pool
 
 
+def _check_dask(spec: PoolSpec) -> None:
+    from .dask_pool import check_spec  # validates without importing distributed
+
+    check_spec(spec)
+
+
 _kinds: dict[str, PoolFactory] = {
     "thread": ThreadPool,
     "process": ProcessPool,
     "dask": _dask_factory,
 }
+_checks: dict[str, Callable[[PoolSpec], None]] = {"dask": _check_dask}
 _specs: dict[str, PoolSpec] = {}
 _live: dict[str, Pool] = {}
 _adapters: dict[int, ExecutorPool] = {}
@@ -45,12 +53,18 @@ _lock = threading.Lock()
 _state = {"loaded": False, "hooked": False}
 
 
-def register_kind(kind: str, factory: PoolFactory) -> None:
+def register_kind(
+    kind: str, factory: PoolFactory, *, check: Callable[[PoolSpec], None] | None = None
+) -> None:
     """Make `kind` usable in `configure(kind=...)` and `[pools.NAME]` tables; `factory`
-    receives a validated `PoolSpec` and returns a `Pool` (it must not start anything yet)."""
+    receives a validated `PoolSpec` and returns a `Pool` (it must not start anything yet).
+    `check`, if given, validates the kind's own options when a pool is declared and raises
+    `ConfigurationError`, so a bad declaration fails at start rather than on the first call."""
     if not isinstance(kind, str) or not kind:
         raise ValueError(f"pool kind {kind!r}: expected a non-empty string")
     _kinds[kind] = factory
+    if check is not None:
+        _checks[kind] = check
 
 
 def configure(
@@ -71,6 +85,9 @@ def configure(
 
 
 def _install(spec: PoolSpec) -> None:
+    check = _checks.get(spec.kind)
+    if check is not None:
+        check(spec)
     with _lock:
         _specs[spec.name] = spec
         old = _live.pop(spec.name, None)

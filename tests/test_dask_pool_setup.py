@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("distributed")
 
 import dask_support as ds
-from tornado_run.decorators import dask_pool
+from tornado_run.decorators import dask_pool, pools
 from tornado_run.decorators.dask_pool import ClusterUnavailable, DaskPool
 from tornado_run.decorators.pool_api import PoolSpec
 from tornado_run.runner.lifecycle import ConfigurationError
@@ -113,3 +113,37 @@ def test_importing_the_decorators_does_not_import_distributed() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_bad_dask_declaration_fails_when_declared_not_on_first_call() -> None:
+    with pytest.raises(ConfigurationError, match=r"pools\.late\.address = None"):
+        pools.configure("late", kind="dask")
+    assert "late" not in pools.names()
+
+
+def test_bad_dask_table_in_config_file_stops_the_start_with_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "tornado-run.toml"
+    config.write_text('[pools.cluster]\nkind = "dask"\nadress = "tcp://127.0.0.1:8786"\n')
+    app = tmp_path / "dask_config_app.py"
+    app.write_text(
+        "import tornado.web\nfrom tornado_run.decorators import pools\n"
+        "pools.names()\napplication = tornado.web.Application([])\n"
+    )
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "tornado-run"),
+            "dask_config_app:application",
+            "--app-dir",
+            str(tmp_path),
+            "--config",
+            str(config),
+            "--check",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "pools.cluster.adress" in out.stderr and "Traceback" not in out.stderr

@@ -19,13 +19,6 @@ from runner_support import APPS, Server, wait_until
 HUPS = 4
 
 
-def _kernel_migrates_queued_connections() -> bool:
-    try:
-        return Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip() == "1"
-    except OSError:
-        return False
-
-
 class Load:
     """Bounded client loops on loopback: one opens a connection per request, one keeps its
     connection alive (reconnecting when the server says `Connection: close` or has closed the
@@ -126,15 +119,7 @@ def _write_app(folder: Path, version: str) -> None:
     "socket_mode",
     [
         pytest.param("--no-reuse-port", id="shared-socket"),
-        pytest.param(
-            "--reuse-port",
-            id="reuse-port",
-            marks=pytest.mark.skipif(
-                not _kernel_migrates_queued_connections(),
-                reason="needs net.ipv4.tcp_migrate_req=1: without it the kernel resets "
-                "connections queued on a closing SO_REUSEPORT listener",
-            ),
-        ),
+        pytest.param("--reuse-port", id="reuse-port"),
     ],
 )
 def test_hup_reloads_under_load_without_failed_requests_and_serves_new_code(
