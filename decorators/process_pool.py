@@ -264,8 +264,11 @@ class ProcessPool:
 
     def _start_blocking(self) -> None:
         context = multiprocessing.get_context("forkserver")
-        # Replacement workers fork from a server that has already imported this library.
-        context.set_forkserver_preload(["tornado_run.decorators.pickling"])
+        # Replacement workers fork from a server that has already imported this library; the
+        # server and its children leave the web worker's process group (forkserver_group).
+        context.set_forkserver_preload(
+            ["tornado_run.decorators.forkserver_group", "tornado_run.decorators.pickling"]
+        )
         skip = self._skip if self._skip is not None else context.RawArray("b", _SLOTS)
         executor = pebble.ProcessPool(
             max_workers=self._admission.size,

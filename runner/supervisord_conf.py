@@ -280,7 +280,7 @@ def render(args: argparse.Namespace, binds: list[BindSpec], extra: Sequence[str]
     lines += [
         "stopsignal=TERM",
         f"stopwaitsecs={stop_wait_seconds(args.graceful_timeout)}",
-        "stopasgroup=false",
+        "stopasgroup=true",
         "killasgroup=true",
         "autostart=true",
         "autorestart=unexpected",

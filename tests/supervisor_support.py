@@ -291,7 +291,7 @@ def program_section(
         f"directory={workdir}\n"
         "stopsignal=TERM\n"
         f"stopwaitsecs={stopwaitsecs}\n"
-        "stopasgroup=false\n"
+        "stopasgroup=true\n"
         "killasgroup=true\n"
         "autostart=true\n"
         "autorestart=unexpected\n"

@@ -42,7 +42,7 @@ def test_program_section_waits_longer_than_the_graceful_timeout(
     )  # fmt: skip
     web = parse_programs(tmp_path, section)["web"]
     assert web.stopwaitsecs > 42.5
-    assert web.stopsignal == 15 and not web.stopasgroup and web.killasgroup
+    assert web.stopsignal == 15 and web.stopasgroup and web.killasgroup
     assert web.exitcodes == [0] and web.autorestart.__name__ == "RestartWhenExitUnexpected"
     assert web.command.split()[1:] == [
         "myapp:application", "--workers", "3", "--bind", "127.0.0.1:8123",
@@ -137,7 +137,7 @@ def test_sample_supervisord_conf_stops_slower_than_it_drains(tmp_path: Path) -> 
     for proc in procs:
         graceful = float(proc.command.split("--graceful-timeout ")[1].split()[0])
         assert proc.stopwaitsecs > graceful, proc.name
-        assert not proc.stopasgroup and proc.killasgroup and proc.exitcodes == [0]
+        assert proc.stopasgroup and proc.killasgroup and proc.exitcodes == [0]
         assert proc.startretries <= 3
     master = next(p for p in procs if p.name == "web")
     assert master.startsecs >= supervisord_conf.start_seconds("program", "auto")

@@ -35,7 +35,7 @@ def fcgi_section(workdir: Path, port: int) -> str:
         f"directory={workdir}\n"
         "stopsignal=TERM\n"
         "stopwaitsecs=15\n"
-        "stopasgroup=false\n"
+        "stopasgroup=true\n"
         "killasgroup=true\n"
         "autorestart=unexpected\n"
         "exitcodes=0\n"
