@@ -11,7 +11,6 @@ import importlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import psutil
+from runner_support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TORNADO_RUN = Path(sys.executable).with_name("tornado-run")
@@ -34,12 +34,6 @@ def example_module(name: str) -> ModuleType:
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     return importlib.import_module(f"examples.{name}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

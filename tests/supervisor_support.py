@@ -12,18 +12,19 @@ import contextlib
 import http.client
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+from runner_support import free_port as free_port  # re-exported for the supervisord tests
+from runner_support import wait_until
 from supervisor.xmlrpc import SupervisorTransport
 
 BIN = Path(sys.executable).parent
@@ -33,23 +34,7 @@ TORNADO_RUN = BIN / "tornado-run"
 APPS = Path(__file__).resolve().parent / "apps_supervisor"
 
 
-def free_port() -> int:
-    """An ephemeral loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    """Poll `predicate` until it returns a truthy value (returned) or fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
+wait_for = wait_until  # the runner tests' poller, under the name these tests use
 
 
 def http_get(port: int, path: str = "/", timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
