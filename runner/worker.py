@@ -240,7 +240,11 @@ class Worker:
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-        loop.add_signal_handler(signal.SIGINT, self._on_int)
+        # Under a master, a terminal's Ctrl-C reaches master and workers alike, and the
+        # master's TERM may come first: the worker's own INT must not count as a second one.
+        # The master escalates a second INT itself (QUIT to every worker).
+        on_int = self._on_int if self.ctx.master_pid is None else self.request_stop
+        loop.add_signal_handler(signal.SIGINT, on_int)
         loop.add_signal_handler(signal.SIGQUIT, self.stop_now)
         loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
         for name in _IGNORED_SIGNALS:
@@ -253,6 +257,7 @@ class Worker:
         self._stop.set()
 
     def _on_int(self) -> None:
+        """Without a master: the first INT drains, a second one stops at once."""
         if self._stopping:
             self.stop_now()
         self.request_stop()

@@ -64,6 +64,26 @@ def test_term_drains_in_flight_request_then_exits_0(
     assert "stopped (exited with code 0)" in log
 
 
+def test_ctrl_c_reaching_master_and_workers_drains_in_flight_requests(
+    launch: Callable[..., Server],
+) -> None:
+    # A terminal's Ctrl-C sends INT to the whole process group. Here the worker's INT arrives
+    # after the master's TERM, the order that used to look like a "second INT" to the worker.
+    server = launch("drain_app:application", "--workers", "1")
+    workers = server.worker_pids()
+    thread, result = _in_background(lambda: server.get("/slow?s=2", timeout=20))
+    server.wait_for_log("slow request started")
+    server.send_signal(signal.SIGINT)
+    server.wait_for_log(r"INT: stopping gracefully")
+    for pid in workers:
+        os.kill(pid, signal.SIGINT)
+    thread.join(20)
+    assert result and isinstance(result[0], Response), result
+    assert result[0].status == 200
+    assert server.wait(20) == 0
+    assert _gone(workers)
+
+
 def test_quit_stops_at_once_without_waiting_for_requests(launch: Callable[..., Server]) -> None:
     server = launch("drain_app:application", "--workers", "1")
     workers = server.worker_pids()
