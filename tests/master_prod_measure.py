@@ -80,7 +80,7 @@ def persistent_after_kill(server: Server) -> Counter[int]:
 
 def failures_during(server: Server, action: str) -> tuple[int, int]:
     assert server.port is not None
-    with Load(server.port, threads=4) as load:
+    with Load(server.port, fresh=4) as load:
         load.wait_for(200)
         if action == "kill":
             os.kill(min(server.worker_pids()), signal.SIGKILL)

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import select
 import socket
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from runner_support import Load as Load  # re-exported: the prod tests drive load with it
 from tornado_run.runner import control
 from tornado_run.runner.snapshot import Snapshot
 
@@ -63,82 +61,6 @@ def connection_spread(port: int, connections: int = 64) -> Counter[int]:
     finally:
         for conn in conns:
             conn.close()
-
-
-class Load:
-    """`threads` client loops on loopback until stopped (bounded by `seconds`): fresh
-    connections (`keep_alive=False`) or one keep-alive connection each that reconnects when
-    the server answers `Connection: close`. Counts answers by pid and version, and failures."""
-
-    def __init__(
-        self, port: int, threads: int = 2, keep_alive: bool = False, seconds: float = 90
-    ) -> None:
-        self.port = port
-        self.keep_alive = keep_alive
-        self.deadline = time.monotonic() + seconds
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.ok = 0
-        self.failures: list[str] = []
-        self.versions: Counter[str] = Counter()
-        self.pids: Counter[int] = Counter()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(15)
-
-    def wait_for(self, count: int, timeout: float = 20) -> None:
-        """Wait until `count` more requests succeeded."""
-        target = self.ok + count
-        deadline = time.monotonic() + timeout
-        while self.ok < target:
-            assert time.monotonic() < deadline, f"load stalled: {self.failures[:5]}"
-            time.sleep(0.02)
-
-    def _run(self) -> None:
-        conn: http.client.HTTPConnection | None = None
-        while not self.stop.is_set() and time.monotonic() < self.deadline:
-            if conn is not None and conn.sock is not None and _closed_by_server(conn.sock):
-                conn.close()  # an idle connection the server half-closed: reconnect, as clients do
-                conn = None
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            try:
-                conn.request("GET", "/pid")
-                response = conn.getresponse()
-                self._record(response.status, response.read())
-                if not self.keep_alive or response.getheader("Connection", "") == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as exc:
-                with self.lock:
-                    self.failures.append(repr(exc))
-                conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    def _record(self, status_code: int, body: bytes) -> None:
-        with self.lock:
-            if status_code != 200:
-                self.failures.append(f"status {status_code}")
-                return
-            data = json.loads(body)
-            self.ok += 1
-            self.versions[data["version"]] += 1
-            self.pids[data["pid"]] += 1
-
-
-def _closed_by_server(sock: socket.socket) -> bool:
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable)
 
 
 def port_is_open(port: int) -> bool:

@@ -17,12 +17,15 @@ import http.client
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,3 +294,83 @@ def run_cli(
         pass_fds=tuple(pass_fds),
         stdin=subprocess.DEVNULL,
     )
+
+
+class Load:
+    """Client loops on loopback until stopped (bounded by `seconds`) against `/pid`: `fresh`
+    loops open a connection per request, `kept` loops hold one keep-alive connection each and
+    reconnect when the server answers `Connection: close` or half-closes it, as HTTP clients
+    do. Counts answers by pid and version (and the last version seen), and failures."""
+
+    def __init__(self, port: int, fresh: int = 2, kept: int = 0, seconds: float = 90) -> None:
+        self.port = port
+        self.deadline = time.monotonic() + seconds
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failures: list[str] = []
+        self.versions: Counter[str] = Counter()
+        self.pids: Counter[int] = Counter()
+        self.last_version = ""
+        self._threads = [
+            threading.Thread(target=self._run, args=(keep_alive,), daemon=True)
+            for keep_alive in [False] * fresh + [True] * kept
+        ]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def wait_for(self, count: int, timeout: float = 20) -> None:
+        """Wait until `count` more requests succeeded."""
+        target = self.ok + count
+        deadline = time.monotonic() + timeout
+        while self.ok < target:
+            assert time.monotonic() < deadline, f"load stalled: {self.failures[:5]}"
+            time.sleep(0.02)
+
+    def _run(self, keep_alive: bool) -> None:
+        conn: http.client.HTTPConnection | None = None
+        while not self.stop.is_set() and time.monotonic() < self.deadline:
+            if conn is not None and conn.sock is not None and _closed_by_server(conn.sock):
+                conn.close()  # an idle connection the server half-closed: reconnect, as clients do
+                conn = None
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request("GET", "/pid")
+                response = conn.getresponse()
+                self._record(response.status, response.read())
+                if not keep_alive or response.getheader("Connection", "") == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as exc:
+                with self.lock:
+                    self.failures.append(repr(exc))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def _record(self, status_code: int, body: bytes) -> None:
+        with self.lock:
+            if status_code != 200:
+                self.failures.append(f"status {status_code}")
+                return
+            data = json.loads(body)
+            self.ok += 1
+            self.versions[data["version"]] += 1
+            self.last_version = data["version"]
+            self.pids[data["pid"]] += 1
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)

@@ -54,7 +54,7 @@ def test_max_requests_recycles_the_worker_without_a_failed_request(
     server = launch("prodapp:application", "--max-requests", "30", app_dir=PROD_APPS)
     assert server.port is not None
     (first,) = server.worker_pids()
-    with Load(server.port, threads=2, keep_alive=True) as load:
+    with Load(server.port, fresh=0, kept=2) as load:
         load.wait_for(30)
         server.wait_for_log(r"recycling worker 0 \(pid \d+\): max-requests")
         wait_until(lambda: first not in server.worker_pids(), 20, "the old worker to exit")
@@ -72,7 +72,7 @@ def test_max_lifetime_replaces_workers_first_and_fails_no_request(
                     app_dir=PROD_APPS)  # fmt: skip
     assert server.port is not None
     first = server.worker_pids()
-    with Load(server.port, threads=2) as load:
+    with Load(server.port, fresh=2) as load:
         wait_until(lambda: not (server.worker_pids() & first), 30, "both workers recycled")
         load.wait_for(20)
     log = server.log()
@@ -214,8 +214,8 @@ def test_ten_hups_under_load_fail_no_request_and_serve_changed_code(
     server = launch("hupapp:application", "--workers", "2", mode, app_dir=app_dir)
     assert server.port is not None
     with (
-        Load(server.port, threads=2) as fresh,
-        Load(server.port, threads=2, keep_alive=True) as kept,
+        Load(server.port, fresh=2) as fresh,
+        Load(server.port, fresh=0, kept=2) as kept,
     ):
         fresh.wait_for(20)
         for round_number in range(1, 11):
