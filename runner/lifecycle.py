@@ -48,12 +48,6 @@ def add_shutdown_hook(hook: ShutdownHook) -> None:
         _shutdown_hooks.append(hook)
 
 
-def remove_shutdown_hook(hook: ShutdownHook) -> None:
-    """Forget `hook`; does nothing if it was never added."""
-    if hook in _shutdown_hooks:
-        _shutdown_hooks.remove(hook)
-
-
 async def run_shutdown_hooks(timeout: float) -> None:
     """Run every shutdown hook, newest first, sharing `timeout` seconds between them.
 
@@ -93,12 +87,6 @@ def collect_stats() -> dict[str, dict[str, Any]]:
     return stats
 
 
-def worker_count() -> int | None:
-    """Number of web workers the master runs, or None outside `tornado-run`."""
-    value = os.environ.get(ENV_WORKER_COUNT)
-    return int(value) if value and value.isdigit() else None
-
-
 def cpu_share() -> int | None:
     """Cores a CPU-bound pool in this worker may use (`max(1, cores // workers)`), or None
     outside `tornado-run`."""
@@ -113,12 +101,3 @@ def pools_config() -> dict[str, Any]:
         return {}
     loaded = json.loads(value)
     return loaded if isinstance(loaded, dict) else {}
-
-
-def graceful_timeout() -> float | None:
-    """The runner's graceful timeout in seconds, or None outside `tornado-run`."""
-    value = os.environ.get(ENV_GRACEFUL_TIMEOUT)
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
