@@ -14,20 +14,21 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from . import __version__, lifecycle, pidfile
-from .appload import load_application
-from .config import Settings, load_settings
+from . import __version__, lifecycle
 from .cpus import usable_cores
 from .errors import EXIT_OK, EXIT_USAGE, RunnerError, UsageError, format_error
 from .logsetup import setup_logging
-from .options import OPTIONS
-from .sockets import bind_all, close_all, describe, remove_unix_files, systemd_sockets
-from .worker import WorkerContext, loop_factory, run_worker
+from .master import pidfile
+from .settings.loading import Settings, load_settings
+from .settings.options import OPTIONS
+from .sockets.binding import bind_all, close_all, describe, remove_unix_files, systemd_sockets
+from .worker.appload import load_application
+from .worker.process import WorkerContext, loop_factory, run_worker
 
 log = logging.getLogger("tornado_run.master")
 
 SUBCOMMANDS = {
-    "status": "status",
+    "status": "control.status",
     "supervisord-conf": "supervisord_conf",
 }
 
@@ -151,11 +152,11 @@ def start(settings: Settings) -> int:
             return _check(settings, sockets, workers)
         if settings.no_master:
             return _serve_here(settings, sockets)
-        from .master import Master
-        from .prod_attach import attach
+        from .master.loop import Master
+        from .master.prod_attach import attach
 
         if settings.preload:
-            from .prod_attach import preload
+            from .master.prod_attach import preload
 
             preload(settings)
         _import_what_workers_share(settings)
@@ -184,7 +185,7 @@ def _listening_sockets(settings: Settings) -> list[socket.socket]:
         if activated:
             return activated
     if settings.reuse_port and not settings.no_master:
-        from .reuseport import bind_for_workers
+        from .sockets.reuseport import bind_for_workers
 
         return bind_for_workers(settings.bind, settings.backlog, bind_all)
     return bind_all(settings.bind, settings.backlog)
@@ -206,7 +207,7 @@ def _serve_here(settings: Settings, sockets: list[socket.socket]) -> int:
         log.info("Listening at %s (no master, pid %d)", describe(sock), os.getpid())
     pidfile.write(settings.pid)
     try:
-        from .prod_worker import no_master_hooks
+        from .worker.prod_worker import no_master_hooks
 
         hooks = no_master_hooks(settings)  # --block-warn and the SIGUSR2 stack dump
         return run_worker(

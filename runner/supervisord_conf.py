@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from . import sockets
-from .config import read_config_file
 from .errors import BadValue, RunnerError, UsageError
-from .master import CRASH_LIMIT, CRASH_WINDOW
-from .options import OPTIONS_BY_NAME
-from .sockets import BindSpec
+from .master.loop import CRASH_LIMIT, CRASH_WINDOW
+from .settings.loading import read_config_file
+from .settings.options import OPTIONS_BY_NAME
+from .sockets import binding as sockets
+from .sockets.binding import BindSpec
 
 PROG = "tornado-run supervisord-conf"
 DEFAULT_GRACEFUL_TIMEOUT = float(OPTIONS_BY_NAME["graceful_timeout"].default)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from runner_support import Load as Load  # re-exported: the prod tests drive load with it
-from tornado_run.runner import control
-from tornado_run.runner.snapshot import Snapshot
+from tornado_run.runner.control import control_socket as control
+from tornado_run.runner.control.snapshot import Snapshot
 
 PROD_APPS = Path(__file__).resolve().parent / "apps_master_prod"
 PRODAPP = PROD_APPS / "prodapp.py"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from runner_support import APPS, TORNADO_RUN, Server, clean_env, run_cli
-from tornado_run.runner.config import Settings, load_settings
 from tornado_run.runner.cpus import usable_cores
-from tornado_run.runner.sockets import parse_bind
+from tornado_run.runner.settings.loading import Settings, load_settings
+from tornado_run.runner.sockets.binding import parse_bind
 
 HELLO = ["hello:application", "--app-dir", str(APPS)]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from types import SimpleNamespace
 
-from tornado_run.runner import reuseport
-from tornado_run.runner.socketsets import ListenerSets
+from tornado_run.runner.sockets import reuseport
+from tornado_run.runner.sockets.listener_sets import ListenerSets
 
 
 class Master(SimpleNamespace):

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tornado_run.runner import control, metrics, status
-from tornado_run.runner.pollserver import PollServer
-from tornado_run.runner.snapshot import Snapshot, WorkerSnapshot, worker_figures
+from tornado_run.runner.control import control_socket as control
+from tornado_run.runner.control import metrics, status
+from tornado_run.runner.control.pollserver import PollServer
+from tornado_run.runner.control.snapshot import Snapshot, WorkerSnapshot, worker_figures
 
 
 def sample_snapshot() -> Snapshot:

@@ -12,10 +12,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from tornado_run.runner import status
-from tornado_run.runner.channel import BOOTING, READY, SlotView
-from tornado_run.runner.prod_master import Production, WorkerRef
-from tornado_run.runner.snapshot import Snapshot
+from tornado_run.runner.control import status
+from tornado_run.runner.control.channel import BOOTING, READY, SlotView
+from tornado_run.runner.control.snapshot import Snapshot
+from tornado_run.runner.master.prod_master import Production, WorkerRef
 
 
 def settings(tmp_path: Path, **overrides: object) -> SimpleNamespace:
@@ -35,7 +35,7 @@ def settings(tmp_path: Path, **overrides: object) -> SimpleNamespace:
 HUNG_CHILD = textwrap.dedent(
     """
     import time
-    from tornado_run.runner.watchdog import install_stack_dump
+    from tornado_run.runner.worker.watchdog import install_stack_dump
     install_stack_dump()
     def handler_stuck_in_sleep():
         print("ready", flush=True)
@@ -160,7 +160,7 @@ _CLIENT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from tornado_run.runner import control
+    from tornado_run.runner.control import control_socket as control
     print(control.query(Path(sys.argv[1]), timeout=10).to_json())
     """
 )

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tornado_run.runner import privileges, reuseport
-from tornado_run.runner.recycling import MIB, RecyclePolicy, Recycler
-from tornado_run.runner.reloader import SourceWatcher
+from tornado_run.runner.master.recycling import MIB, RecyclePolicy, Recycler
+from tornado_run.runner.master.reloader import SourceWatcher
+from tornado_run.runner.sockets import reuseport
+from tornado_run.runner.worker import privileges
 
 # --- recycling ---------------------------------------------------------------------------
 

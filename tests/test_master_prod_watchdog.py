@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from tornado.ioloop import IOLoop
-from tornado_run.runner.watchdog import (
+from tornado_run.runner.worker.watchdog import (
     IDLE,
     STACK_DUMP_SIGNAL,
     LoopWatchdog,
@@ -156,7 +156,7 @@ def test_stack_dump_signal_prints_every_thread_of_a_hung_process() -> None:
     script = textwrap.dedent(
         """
         import sys, threading, time
-        from tornado_run.runner.watchdog import install_stack_dump
+        from tornado_run.runner.worker.watchdog import install_stack_dump
         install_stack_dump()
         threading.Thread(target=time.sleep, args=(30,), name="side", daemon=True).start()
         def stuck_handler():

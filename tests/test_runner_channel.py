@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from tornado_run.runner.channel import (
+from tornado_run.runner.control.channel import (
     DRAINING,
     FREE,
     READY,

@@ -12,8 +12,8 @@ from types import ModuleType, TracebackType
 
 from tornado.httputil import HTTPServerConnectionDelegate
 
-from .errors import AppLoadError, UsageError
-from .lifecycle import ConfigurationError
+from ..errors import AppLoadError, UsageError
+from ..lifecycle import ConfigurationError
 
 _MAX_FRAMES = 6
 

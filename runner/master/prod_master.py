@@ -20,16 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import control, privileges
-from .channel import READY
-from .errors import UsageError
-from .metrics import metrics_server
-from .pollserver import PollServer
+from ..control import control_socket as control
+from ..control.channel import READY
+from ..control.metrics import metrics_server
+from ..control.pollserver import PollServer
+from ..control.snapshot import ProcessSampler, Snapshot, WorkerSnapshot, worker_figures
+from ..errors import UsageError
+from ..sockets.listener_sets import ListenerSets
+from ..worker import privileges
+from ..worker.watchdog import STACK_DUMP_SIGNAL
 from .recycling import RecyclePolicy, Recycler
 from .reloader import SourceWatcher
-from .snapshot import ProcessSampler, Snapshot, WorkerSnapshot, worker_figures
-from .socketsets import ListenerSets
-from .watchdog import STACK_DUMP_SIGNAL
 
 log = logging.getLogger("tornado_run.master")
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadValue
+from ..errors import BadValue
+from ..sockets.binding import BindSpec, parse_bind
 from .prod_options import ROWS as PROD_ROWS
-from .sockets import BindSpec, parse_bind
 
 MAX_WORKERS = 1024
 LOOPS = ("auto", "asyncio", "uvloop")

@@ -20,7 +20,7 @@ from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
-from .reuseport import accept_queued
+from ..sockets.reuseport import accept_queued
 
 IDLE_GRACE = 0.5
 """Seconds an idle keep-alive connection gets to send one more request (answered with

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tornado.netutil import bind_sockets
 
-from .errors import BadValue, UsageError
+from ..errors import BadValue, UsageError
 
 BIND_FORMS = "use HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660] or fd://N"
 DEFAULT_UNIX_MODE = 0o660

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadValue, UsageError
+from ..sockets.binding import BindSpec
 from . import prod_options
-from .errors import BadValue, UsageError
 from .options import OPTIONS, OPTIONS_BY_NAME, Option, parse_workers
-from .sockets import BindSpec
 
 CONFIG_ENV = "TORNADO_RUN_CONFIG"
 TABLES = ("server", "pools", "logging")

@@ -25,13 +25,13 @@ from typing import NoReturn
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.ioloop import PeriodicCallback
 
-from . import lifecycle
+from .. import lifecycle
+from ..control.channel import DRAINING, READY, EventWriter, Scoreboard, WorkerSlot
+from ..errors import EXIT_FAILURE, EXIT_OK, RunnerError, format_error
+from ..logsetup import reopen_log_files
+from ..settings.loading import Settings
 from .appload import load_application
-from .channel import DRAINING, READY, EventWriter, Scoreboard, WorkerSlot
-from .config import Settings
-from .errors import EXIT_FAILURE, EXIT_OK, RunnerError, format_error
-from .logsetup import reopen_log_files
-from .server import DrainingHTTPServer, ProxyTrust
+from .httpserver import DrainingHTTPServer, ProxyTrust
 
 log = logging.getLogger("tornado_run.worker")
 

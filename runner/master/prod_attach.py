@@ -8,8 +8,8 @@ import logging
 import threading
 from typing import Any
 
+from ..sockets.listener_sets import ListenerSets
 from .prod_master import Production, WorkerRef
-from .socketsets import ListenerSets
 
 log = logging.getLogger("tornado_run.master")
 
@@ -20,7 +20,7 @@ def preload(settings: Any) -> None:
 
     Raises AppLoadError/UsageError like a worker's import would.
     """
-    from .appload import _import, add_app_dir
+    from ..worker.appload import _import, add_app_dir
 
     threads_before = threading.active_count()
     add_app_dir(settings.app_dir)
@@ -61,13 +61,13 @@ def _refs(master: Any) -> list[WorkerRef]:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
 
 def _prepare_child(prod: Production, ctx: Any) -> None:
-    from . import prod_worker
+    from ..worker import prod_worker
 
     prod.close_in_child()
     if prod.sets is not None:

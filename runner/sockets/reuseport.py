@@ -21,7 +21,7 @@ from typing import Any
 
 from tornado.netutil import bind_sockets
 
-from .sockets import bind_error
+from .binding import bind_error
 
 log = logging.getLogger("tornado_run.reuseport")
 

@@ -11,10 +11,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from . import privileges, reuseport
-from .errors import BadValue, UsageError
-from .metrics import parse_address
-from .privileges import parse_umask
+from ..control.metrics import parse_address
+from ..errors import BadValue, UsageError
+from ..sockets import reuseport
+from ..worker import privileges
+from ..worker.privileges import parse_umask
 
 
 def _number(raw: object, allowed: str) -> float:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import control
+from . import control_socket as control
 from .snapshot import Snapshot, WorkerSnapshot
 
 COLUMNS = (

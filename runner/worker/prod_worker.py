@@ -15,7 +15,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from . import lifecycle, privileges, reuseport
+from .. import lifecycle
+from ..sockets import reuseport
+from . import privileges
 from .watchdog import LoopWatchdog, install_stack_dump
 
 log = logging.getLogger("tornado_run.worker")

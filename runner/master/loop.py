@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from ..control.channel import EventReader, Scoreboard, SlotView
+from ..cpus import usable_cores
+from ..errors import EXIT_APP_LOAD, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_error
+from ..logsetup import reopen_log_files
+from ..settings.loading import Settings
+from ..sockets.binding import close_all, describe, remove_unix_files
+from ..worker.process import WorkerContext, run_forked_worker
 from . import pidfile
-from .channel import EventReader, Scoreboard, SlotView
-from .config import Settings
-from .cpus import usable_cores
 from .crashes import CRASH_LIMIT, CRASH_WINDOW, CrashLoop, describe_exit
-from .errors import EXIT_APP_LOAD, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_error
-from .logsetup import reopen_log_files
-from .sockets import close_all, describe, remove_unix_files
-from .worker import WorkerContext, run_forked_worker
 
 log = logging.getLogger("tornado_run.master")
 

@@ -7,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def check_writable(path: Path | None, keep: bool) -> None:

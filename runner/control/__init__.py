@@ -1,0 +1,1 @@
+"""How master and workers talk (scoreboard, events) and how operators see them."""

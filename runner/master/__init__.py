@@ -1,0 +1,1 @@
+"""The supervising master: its loop and the collaborators it calls by name."""

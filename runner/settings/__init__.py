@@ -1,0 +1,1 @@
+"""The launcher's options and how their values are read, merged and checked."""

@@ -1,0 +1,1 @@
+"""Listening sockets: --bind forms, systemd activation, SO_REUSEPORT sets."""
