@@ -19,8 +19,8 @@ from .cpus import usable_cores
 from .errors import EXIT_OK, EXIT_USAGE, RunnerError, UsageError, format_error
 from .logsetup import setup_logging
 from .master import pidfile
-from .settings.loading import Settings, load_settings
-from .settings.options import OPTIONS
+from .settings.loading import load_settings
+from .settings.options import OPTIONS, Settings
 from .sockets.binding import bind_all, close_all, describe, remove_unix_files, systemd_sockets
 from .worker.appload import load_application
 from .worker.process import WorkerContext, loop_factory, run_worker

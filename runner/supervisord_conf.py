@@ -26,6 +26,7 @@ from .errors import BadValue, RunnerError, UsageError
 from .master.loop import CRASH_LIMIT, CRASH_WINDOW
 from .settings.loading import read_config_file
 from .settings.options import OPTIONS_BY_NAME
+from .settings.parsers import is_app_spec
 from .sockets import binding as sockets
 from .sockets.binding import BindSpec
 
@@ -43,7 +44,6 @@ LOG_BACKUPS = 10
 SOCKET_BACKLOG = 2048
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-_APP_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -212,7 +212,7 @@ def _graceful_timeout(args: argparse.Namespace) -> float:
 
 
 def _check(args: argparse.Namespace) -> list[BindSpec]:
-    if not _APP_RE.match(args.app):
+    if not is_app_spec(args.app):
         raise UsageError(f"app {args.app!r}: allowed: MODULE:ATTR, e.g. myapp:application")
     if not _NAME_RE.match(args.name):
         raise UsageError(f"--name {args.name!r}: allowed: letters, digits, '_', '.', '-'")

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from runner_support import APPS, TORNADO_RUN, Server, clean_env, run_cli
 from tornado_run.runner.cpus import usable_cores
-from tornado_run.runner.settings.loading import Settings, load_settings
+from tornado_run.runner.settings.loading import load_settings
+from tornado_run.runner.settings.options import Settings
 from tornado_run.runner.sockets.binding import parse_bind
 
 HELLO = ["hello:application", "--app-dir", str(APPS)]
@@ -154,3 +155,27 @@ def test_subcommands_are_dispatched_before_the_app_is_parsed() -> None:
     assert "MODULE:ATTR" not in result.stderr
     assert "Traceback" not in result.stderr
     assert result.returncode != 0
+
+
+def test_every_settings_field_with_a_parser_is_an_option_with_its_default() -> None:
+    from dataclasses import fields
+
+    from tornado_run.runner.settings.options import OPTIONS_BY_NAME
+
+    declared = [f for f in fields(Settings) if "option" in f.metadata]
+    assert [f.name for f in declared] == list(OPTIONS_BY_NAME)
+    for f in declared:
+        assert OPTIONS_BY_NAME[f.name].default == f.default
+
+
+@pytest.mark.parametrize("spec", ["a..b:c", "a.:b", ":b", "a:", "a:b..c"])
+def test_launcher_and_supervisord_conf_reject_the_same_app_specs(
+    spec: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tornado_run.runner import supervisord_conf
+    from tornado_run.runner.errors import UsageError
+
+    with pytest.raises(UsageError, match="MODULE:ATTR"):
+        load_settings(spec, {}, environ={})
+    assert supervisord_conf.main([spec]) == 2
+    assert "MODULE:ATTR" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from ..control.channel import EventReader, Scoreboard, SlotView
 from ..cpus import usable_cores
 from ..errors import EXIT_APP_LOAD, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_error
 from ..logsetup import reopen_log_files
-from ..settings.loading import Settings
+from ..settings.options import Settings
 from ..sockets.binding import close_all, describe, remove_unix_files
 from ..worker.process import WorkerContext, run_forked_worker
 from . import pidfile

@@ -4,72 +4,18 @@ variables and the command line (in that order of precedence), validating every v
 from __future__ import annotations
 
 import difflib
-import importlib
-import json
 import os
-import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadValue, UsageError
-from ..sockets.binding import BindSpec
-from . import prod_options
-from .options import OPTIONS, OPTIONS_BY_NAME, Option, parse_workers
+from .checks import validate
+from .options import OPTIONS, OPTIONS_BY_NAME, Option, Settings
 
 CONFIG_ENV = "TORNADO_RUN_CONFIG"
 TABLES = ("server", "pools", "logging")
-_APP_SPEC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a master and its workers need, validated."""
-
-    app: str
-    workers: int | str
-    bind: tuple[BindSpec, ...]
-    loop: str
-    graceful_timeout: float
-    backlog: int
-    pid: Path | None
-    log_level: str
-    access_log: bool
-    proxy_headers: bool
-    forwarded_allow_ips: tuple[str, ...]
-    idle_timeout: float
-    body_timeout: float
-    max_body_size: int
-    factory: bool
-    app_dir: Path
-    no_master: bool
-    # production master (issue 5): parsed and documented in prod_options.py
-    timeout: float = 30.0
-    block_warn: float = 0.0
-    max_requests: int = 0
-    max_requests_jitter: int = 0
-    max_memory: float = 0.0
-    max_lifetime: float = 0.0
-    max_lifetime_jitter: float = 0.0
-    reuse_port: bool = True
-    metrics: str | None = None
-    control: str | None = None
-    user: str | None = None
-    group: str | None = None
-    umask: int | None = None
-    reload: bool = False
-    preload: bool = False
-    bind_given: bool = False  # --bind came from some source (else systemd sockets may be used)
-    check: bool = False
-    config_file: Path | None = None
-    pools: dict[str, Any] = field(default_factory=dict)
-    logging: dict[str, Any] | None = None
-
-    def pools_json(self) -> str:
-        """The `[pools]` table as JSON for the workers' environment."""
-        return json.dumps(self.pools, default=str)
 
 
 def load_settings(
@@ -169,36 +115,4 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def validate(settings: Settings) -> None:
-    """Checks that need several values or the file system; raise `UsageError`."""
-    if not _APP_SPEC.fullmatch(settings.app):
-        hint = "" if ":" in settings.app else " (or a subcommand: status, supervisord-conf)"
-        raise UsageError(
-            f"application {settings.app!r} is not allowed: use MODULE:ATTR, "
-            f"e.g. myapp:application{hint}"
-        )
-    if not settings.app_dir.is_dir():
-        raise UsageError(f"--app-dir {str(settings.app_dir)!r}: no such directory")
-    if settings.loop == "uvloop" and not _importable("uvloop"):
-        raise UsageError(
-            "--loop 'uvloop': uvloop is not installed (pip install uvloop), "
-            "use --loop auto or asyncio"
-        )
-    prod_options.validate(settings)
-    if settings.no_master and settings.workers not in (1, "auto") and settings.workers != 1:
-        raise UsageError(
-            f"--workers {settings.workers} with --no-master: a single process serves; "
-            "drop --workers or the --no-master flag"
-        )
-
-
-def _importable(name: str) -> bool:
-    """True if `name` imports (importing a loop library creates no loop and no thread)."""
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
-
-
-__all__ = ["CONFIG_ENV", "Settings", "load_settings", "parse_workers", "read_config_file"]
+__all__ = ["CONFIG_ENV", "Settings", "load_settings", "read_config_file"]

@@ -1,28 +1,23 @@
-"""The launcher's options: one table drives the command line, the `[server]` table of the
-config file and the `TORNADO_RUN_<NAME>` environment variables, so all three stay in step.
-
-Each option has a parser that turns a raw value (a string from the command line or the
-environment, or a TOML value) into its typed value, or raises `BadValue` saying what is allowed.
+"""The launcher's options, each declared once: as a field of `Settings` whose metadata holds
+its parser, help and metavar. The command line (`--name`), the config file's `[server]` table
+(`name = ...`) and the environment (`TORNADO_RUN_NAME`) are all generated from these fields,
+so the three stay in step and every default is written in one place.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import re
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadValue
 from ..sockets.binding import BindSpec, parse_bind
-from .prod_options import ROWS as PROD_ROWS
+from . import parsers as p
 
-MAX_WORKERS = 1024
-LOOPS = ("auto", "asyncio", "uvloop")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+REUSE_PORT_DEFAULT = True
+"""Chosen from the measured connection spread (README, production master section): balanced,
+and as lossless on HUP, recycling and crashes as the shared socket (see listener_sets.py)."""
 
 
 @dataclass(frozen=True)
@@ -46,171 +41,144 @@ class Option:
         return "TORNADO_RUN_" + self.name.upper()
 
 
-def _text(raw: object, allowed: str) -> str:
-    if isinstance(raw, str):
-        return raw.strip()
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise BadValue(allowed)
-    return str(raw)
+def option(
+    default: Any,
+    parse: Callable[[object], Any],
+    help: str,
+    metavar: str = "",
+    *,
+    is_flag: bool = False,
+    repeatable: bool = False,
+) -> Any:
+    """Declare a `Settings` field that is also a launcher option."""
+    spec = {"parse": parse, "help": help, "metavar": metavar, "is_flag": is_flag}
+    return field(default=default, metadata={"option": {**spec, "repeatable": repeatable}})
 
 
-def parse_workers(raw: object) -> int | str:
-    allowed = f"use 'auto' or a whole number from 1 to {MAX_WORKERS}"
-    text = _text(raw, allowed).lower()
-    if text == "auto":
-        return "auto"
-    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
-        raise BadValue(allowed)
-    return int(text)
+def flag(default: bool, help: str) -> Any:
+    """Declare a boolean option: `--name` / `--no-name`."""
+    return option(default, p.parse_bool, help, is_flag=True)
 
 
-def parse_bind_list(raw: object) -> tuple[BindSpec, ...]:
-    allowed = "use HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660] or fd://N"
-    if isinstance(raw, list):
-        items = [str(item) if isinstance(item, str) else "" for item in raw]
-    elif isinstance(raw, str):
-        items = [part for part in raw.split(",")]
-    else:
-        raise BadValue(allowed)
-    items = [item.strip() for item in items]
-    if not items or any(not item for item in items):
-        raise BadValue(allowed)
-    return tuple(parse_bind(item) for item in items)
+@dataclass(frozen=True)
+class Settings:
+    """Everything a master and its workers need, validated."""
 
-
-def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:
-    def parse(raw: object) -> str:
-        allowed = "use one of: " + ", ".join(choices)
-        text = _text(raw, allowed).lower()
-        if text not in choices:
-            raise BadValue(allowed)
-        return text
-
-    return parse
-
-
-def _seconds(minimum_exclusive: bool) -> Callable[[object], float]:
-    def parse(raw: object) -> float:
-        allowed = "use a number of seconds " + ("> 0" if minimum_exclusive else ">= 0")
-        try:
-            value = float(_text(raw, allowed))
-        except ValueError:
-            raise BadValue(allowed) from None
-        if not math.isfinite(value) or value < 0 or (minimum_exclusive and value == 0):
-            raise BadValue(allowed)
-        return value
-
-    return parse
-
-
-def parse_backlog(raw: object) -> int:
-    allowed = "use a whole number from 1 to 65535"
-    text = _text(raw, allowed)
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise BadValue(allowed)
-    return int(text)
-
-
-def parse_size(raw: object) -> int:
-    allowed = "use a number of bytes >= 1, optionally with K, M or G (e.g. 10M)"
-    match = re.fullmatch(r"(\d+)\s*([kmg]?)i?b?", _text(raw, allowed).lower())
-    if not match:
-        raise BadValue(allowed)
-    value = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-    if value < 1:
-        raise BadValue(allowed)
-    return value
-
-
-def parse_bool(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    allowed = "use true or false (also 1/0, yes/no, on/off)"
-    text = _text(raw, allowed).lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise BadValue(allowed)
-
-
-def parse_path_or_none(raw: object) -> Path | None:
-    if not isinstance(raw, str):
-        raise BadValue("use a file path (a string)")
-    return Path(raw).expanduser() if raw.strip() else None
-
-
-def parse_dir(raw: object) -> Path:
-    if not isinstance(raw, str) or not raw.strip():
-        raise BadValue("use a directory path (a string)")
-    return Path(raw).expanduser()
-
-
-def parse_networks(raw: object) -> tuple[str, ...]:
-    allowed = "use '*' or a comma-separated list of IP addresses or networks (e.g. 10.0.0.0/8)"
-    if isinstance(raw, list):
-        items = [item.strip() if isinstance(item, str) else "" for item in raw]
-    elif isinstance(raw, str):
-        items = [item.strip() for item in raw.split(",")]
-    else:
-        raise BadValue(allowed)
-    if not items or any(not item for item in items):
-        raise BadValue(allowed)
-    if "*" in items:
-        return ("*",)
-    for item in items:
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise BadValue(allowed) from None
-    return tuple(items)
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option("workers", parse_workers, 1, "worker processes: N or 'auto' (usable cores)", "N|auto"),
-    Option(
-        "bind",
-        parse_bind_list,
+    app: str
+    workers: int | str = option(
+        1, p.parse_workers, "worker processes: N or 'auto' (usable cores)", "N|auto"
+    )
+    bind: tuple[BindSpec, ...] = option(
         (parse_bind("127.0.0.1:8000"),),
+        p.parse_bind_list,
         "listen on HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660] or fd://N (repeatable)",
         "ADDRESS",
         repeatable=True,
-    ),
-    Option("loop", _choice(LOOPS), "auto", "event loop (auto: uvloop if found)", "|".join(LOOPS)),
-    Option("graceful_timeout", _seconds(False), 30.0, "seconds a stopping worker may drain", "S"),
-    Option("backlog", parse_backlog, 2048, "listen backlog of bound sockets", "N"),
-    Option("pid", parse_path_or_none, None, "write the master's pid to FILE", "FILE"),
-    Option("log_level", _choice(LOG_LEVELS), "info", "log level", "|".join(LOG_LEVELS)),
-    Option("access_log", parse_bool, False, "log every request (off by default)", is_flag=True),
-    Option(
-        "proxy_headers",
-        parse_bool,
-        False,
-        "use X-Forwarded-For/-Proto and X-Real-Ip from --forwarded-allow-ips peers",
-        is_flag=True,
-    ),
-    Option(
-        "forwarded_allow_ips",
-        parse_networks,
+    )
+    loop: str = option(
+        "auto", p.choice(p.LOOPS), "event loop (auto: uvloop if found)", "|".join(p.LOOPS)
+    )
+    graceful_timeout: float = option(
+        30.0, p.seconds(positive=False), "seconds a stopping worker may drain", "S"
+    )
+    backlog: int = option(2048, p.parse_backlog, "listen backlog of bound sockets", "N")
+    pid: Path | None = option(None, p.parse_path_or_none, "write the master's pid to FILE", "FILE")
+    log_level: str = option("info", p.choice(p.LOG_LEVELS), "log level", "|".join(p.LOG_LEVELS))
+    access_log: bool = flag(False, "log every request (off by default)")
+    proxy_headers: bool = flag(
+        False, "use X-Forwarded-For/-Proto and X-Real-Ip from --forwarded-allow-ips peers"
+    )
+    forwarded_allow_ips: tuple[str, ...] = option(
         ("127.0.0.1", "::1"),
+        p.parse_networks,
         "peers whose forwarded headers are trusted ('*' for all)",
         "IPS",
-    ),
-    Option("idle_timeout", _seconds(True), 60.0, "close connections idle this long", "S"),
-    Option("body_timeout", _seconds(True), 60.0, "limit for reading a request body", "S"),
-    Option("max_body_size", parse_size, 10 << 20, "largest request body (e.g. 10M)", "BYTES"),
-    Option("factory", parse_bool, False, "MODULE:ATTR is an app factory", is_flag=True),
-    Option("app_dir", parse_dir, Path("."), "directory put first on sys.path", "DIR"),
-    Option(
-        "no_master",
-        parse_bool,
+    )
+    idle_timeout: float = option(
+        60.0, p.seconds(positive=True), "close connections idle this long", "S"
+    )
+    body_timeout: float = option(
+        60.0, p.seconds(positive=True), "limit for reading a request body", "S"
+    )
+    max_body_size: int = option(10 << 20, p.parse_size, "largest request body (e.g. 10M)", "BYTES")
+    factory: bool = flag(False, "MODULE:ATTR is an app factory")
+    app_dir: Path = option(Path("."), p.parse_dir, "directory put first on sys.path", "DIR")
+    no_master: bool = flag(
+        False, "serve in this process: no master, no fork (e.g. supervisord fcgi-program)"
+    )
+    timeout: float = option(
+        30.0,
+        p.seconds(positive=True),
+        "kill (after a stack dump) a worker whose loop has not turned for S seconds",
+        "S",
+    )
+    block_warn: float = option(
+        0.0,
+        p.off_or_number("milliseconds"),
+        "log the loop thread's stack when the loop is blocked longer than MS (0: off)",
+        "MS",
+    )
+    max_requests: int = option(0, p.parse_count, "recycle a worker after N requests (0: off)", "N")
+    max_requests_jitter: int = option(
+        0, p.parse_count, "add 0..J to each worker's --max-requests", "J"
+    )
+    max_memory: float = option(
+        0.0, p.off_or_number("MiB"), "recycle a worker whose RSS stays above MiB (0: off)", "MiB"
+    )
+    max_lifetime: float = option(
+        0.0, p.off_or_number("seconds"), "recycle a worker after S seconds (0: off)", "S"
+    )
+    max_lifetime_jitter: float = option(
+        0.0, p.off_or_number("seconds"), "add 0..S seconds to each worker's --max-lifetime", "S"
+    )
+    reuse_port: bool = flag(
+        REUSE_PORT_DEFAULT,
+        "one SO_REUSEPORT listening socket per worker: the kernel balances connections (TCP binds)",
+    )
+    metrics: str | None = option(
+        None,
+        p.parse_address_or_off,
+        "serve Prometheus metrics of all workers on HOST:PORT from the master",
+        "HOST:PORT",
+    )
+    control: str | None = option(
+        None,
+        p.parse_path_text,
+        "control socket for `tornado-run status` (default: PIDFILE.ctl or a runtime dir)",
+        "PATH",
+    )
+    user: str | None = option(
+        None, p.parse_name_or_off, "workers run as USER (the master must be root)", "USER"
+    )
+    group: str | None = option(None, p.parse_name_or_off, "workers run with GROUP", "GROUP")
+    umask: int | None = option(
+        None, p.parse_umask_value, "file mode creation mask for workers (octal)", "MASK"
+    )
+    reload: bool = flag(False, "development: restart workers when a source file changes")
+    preload: bool = flag(
         False,
-        "serve in this process: no master, no fork (e.g. supervisord fcgi-program)",
-        is_flag=True,
-    ),
-)
+        "import the app module in the master before forking (shared memory; HUP keeps that code)",
+    )
+    # Not options: what the loader learned while reading the sources above.
+    bind_given: bool = False  # --bind came from some source (else systemd sockets may be used)
+    check: bool = False
+    config_file: Path | None = None
+    pools: dict[str, Any] = field(default_factory=dict)
+    logging: dict[str, Any] | None = None
 
-# The production master's options (issue 5): rows kept in prod_options.py.
-OPTIONS += tuple(Option(n, p, d, h, m, is_flag=f) for n, p, d, h, m, f in PROD_ROWS)
+    def pools_json(self) -> str:
+        """The `[pools]` table as JSON for the workers' environment."""
+        return json.dumps(self.pools, default=str)
 
+
+def _options() -> tuple[Option, ...]:
+    return tuple(
+        Option(name=f.name, default=f.default, **f.metadata["option"])
+        for f in fields(Settings)
+        if "option" in f.metadata and f.default is not MISSING
+    )
+
+
+OPTIONS: tuple[Option, ...] = _options()
+"""Every launcher option, in `--help` order."""
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -29,7 +29,7 @@ from .. import lifecycle
 from ..control.channel import DRAINING, READY, EventWriter, Scoreboard, WorkerSlot
 from ..errors import EXIT_FAILURE, EXIT_OK, RunnerError, format_error
 from ..logsetup import reopen_log_files
-from ..settings.loading import Settings
+from ..settings.options import Settings
 from .appload import load_application
 from .httpserver import DrainingHTTPServer, ProxyTrust
 
