@@ -23,7 +23,8 @@ from .settings.loading import load_settings
 from .settings.options import OPTIONS, Settings
 from .sockets.binding import bind_all, close_all, describe, remove_unix_files, systemd_sockets
 from .worker.appload import load_application
-from .worker.process import WorkerContext, loop_factory, run_worker
+from .worker.loops import loop_factory
+from .worker.process import WorkerContext, run_worker
 
 log = logging.getLogger("tornado_run.master")
 
@@ -153,19 +154,15 @@ def start(settings: Settings) -> int:
         if settings.no_master:
             return _serve_here(settings, sockets)
         from .master.loop import Master
-        from .master.prod_attach import attach
+        from .master.startup import preload, warn_unreadable_paths
 
         if settings.preload:
-            from .master.prod_attach import preload
-
             preload(settings)
         _import_what_workers_share(settings)
         master = Master(settings, sockets, workers)
-        production = attach(master)
-        try:
-            return master.run()
-        finally:
-            production.close()
+        master.open_services()
+        warn_unreadable_paths(settings)
+        return master.run()
     finally:
         close_all(sockets)
 
@@ -207,12 +204,7 @@ def _serve_here(settings: Settings, sockets: list[socket.socket]) -> int:
         log.info("Listening at %s (no master, pid %d)", describe(sock), os.getpid())
     pidfile.write(settings.pid)
     try:
-        from .worker.prod_worker import no_master_hooks
-
-        hooks = no_master_hooks(settings)  # --block-warn and the SIGUSR2 stack dump
-        return run_worker(
-            WorkerContext(settings, sockets, cpu_share=usable_cores(), tick_hooks=hooks)
-        )
+        return run_worker(WorkerContext(settings, sockets, cpu_share=usable_cores()))
     finally:
         remove_unix_files(settings.bind if settings.bind_given else ())
         pidfile.remove(settings.pid)

@@ -32,18 +32,23 @@ def test_cpu_loop_past_block_warn_logs_the_handler_file_and_line(
 
 @pytest.mark.timeout(60)
 def test_handler_stuck_in_sleep_past_timeout_is_dumped_and_replaced(
-    launch: Callable[..., Server],
+    launch: Callable[..., Server], tmp_path: Path
 ) -> None:
-    server = launch("prodapp:application", "--timeout", "2", app_dir=PROD_APPS)
+    pid_file = tmp_path / "app.pid"
+    server = launch(
+        "prodapp:application", "--timeout", "2", "--pid", str(pid_file), app_dir=PROD_APPS
+    )
     assert server.port is not None
     (stuck,) = server.worker_pids()
     with pytest.raises(OSError):
         http_get(server.port, "/hang?s=30", timeout=20)
     log = server.wait_for_log(r"worker \d+ \(pid \d+\) was killed by SIGKILL")
     assert "no heartbeat for" in log
+    assert "after missing its heartbeat" in log, "not logged as an ordinary crash"
     assert f'prodapp.py", line {line_of("HANG-LINE")} in get' in log
     new_pid = wait_until(lambda: server.worker_pids() - {stuck}, 15, "a replacement")
     assert get_pid(server.port)["pid"] in new_pid
+    assert status(Path(f"{pid_file}.ctl")).restarts == {"timeout": 1}
     assert server.stop() == 0
 
 

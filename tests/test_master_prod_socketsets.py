@@ -14,7 +14,7 @@ class Master(SimpleNamespace):
 
     def add(self, worker_id: int, generation: int = 0) -> SimpleNamespace:
         ctx = SimpleNamespace(worker_id=worker_id, sockets=list(self.sockets))
-        self.sets.assign(self, ctx)
+        ctx.sockets = self.sets.assign(self, worker_id, ctx.sockets)
         record = SimpleNamespace(
             worker_id=worker_id, generation=generation, born=float(worker_id), retiring=False
         )

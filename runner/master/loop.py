@@ -1,9 +1,13 @@
-"""The supervising master: forks workers on the sockets it bound, and from one select loop
-reaps, respawns, resizes, reloads (HUP, one worker at a time) and stops them.
+"""The supervising master: forks workers on the sockets it bound, and from one poll loop
+reaps, respawns, resizes, replaces (HUP, recycling, --reload: one worker at a time) and stops
+them.
 
-Signal handlers only queue the signal (and `signal.set_wakeup_fd` wakes the select); the loop
-then calls `handle_<name>`. The master never creates threads or an event loop, so forking
-from it is safe.
+Signal handlers only queue the signal (and `signal.set_wakeup_fd` wakes the poll); the loop
+then calls `handle_<name>`. The master owns its collaborators and calls them by name:
+`Supervision` judges (heartbeat, recycling, --reload), `ControlServices` answers status and
+metrics, `ListenerSets` hands out --reuse-port sockets, `CrashLoop` counts fast deaths. Kills
+have one schedule: `WorkerRecord.kill_at`. The master never creates threads or an event loop,
+so forking from it is safe.
 """
 
 from __future__ import annotations
@@ -16,20 +20,27 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from ..control.channel import EventReader, Scoreboard, SlotView
+from .. import __version__
+from ..control.channel import EventReader, Scoreboard
 from ..cpus import usable_cores
-from ..errors import EXIT_APP_LOAD, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_error
+from ..errors import EXIT_APP_LOAD, EXIT_FAILURE, EXIT_OK
 from ..logsetup import reopen_log_files
 from ..settings.options import Settings
 from ..sockets.binding import close_all, describe, remove_unix_files
-from ..worker.process import WorkerContext, run_forked_worker
+from ..sockets.listener_sets import ListenerSets
+from ..worker.process import WorkerContext
+from ..worker.setup import run_forked_worker
+from ..worker.watchdog import STACK_DUMP_SIGNAL
 from . import pidfile
-from .crashes import CRASH_LIMIT, CRASH_WINDOW, CrashLoop, describe_exit
+from .crashes import CRASH_LIMIT, CRASH_WINDOW, describe_exit
+from .exits import ExitHandling
+from .records import WorkerRecord
+from .replacement import RollingReplacement
+from .services import ControlServices
+from .supervision import Supervision, Verdict, WorkerView
 
 log = logging.getLogger("tornado_run.master")
 
@@ -38,23 +49,10 @@ READY_TIMEOUT = 60.0
 """Seconds a new worker may take to load the app and listen."""
 KILL_GRACE = 5.0
 """Seconds past the graceful timeout before a stopping worker is killed."""
+DUMP_GRACE = 0.5
+"""Seconds between asking a hung worker for its stacks and killing it."""
 _LOOP_WAIT = 0.5
-
-
-@dataclass
-class WorkerRecord:
-    """The master's bookkeeping for one worker process."""
-
-    pid: int
-    worker_id: int
-    slot: int
-    generation: int
-    born: float  # time.monotonic()
-    events: EventReader
-    ready: bool = False
-    retiring: bool = False
-    kill_at: float | None = None  # SIGKILL if still alive at this monotonic time
-    failure: dict[str, Any] | None = None  # the "failed" event, if the app could not load
+_KILL_WAIT = 0.1
 
 
 class Master:
@@ -67,7 +65,6 @@ class Master:
         self.cores = usable_cores()
         self.board = Scoreboard(max(64, 4 * workers))
         self.workers: dict[int, WorkerRecord] = {}
-        self.generation = 0
         self.next_worker_id = 0
         self.exit_code: int | None = None
         self.stopping: str | None = None  # None | "graceful" | "immediate"
@@ -75,20 +72,24 @@ class Master:
         self.stop_deadline = 0.0
         self.booted = False
         self.announced_ready = False
-        self.replacement: int | None = None  # pid of the worker started for a reload
-        self.reload_abandoned = -1  # generation whose reload failed
-        self.crashes = CrashLoop()
-        self.extra_readers: dict[int, Callable[[], None]] = {}  # fd -> callback (extensions)
-        self.tick_hooks: list[Callable[[Master], None]] = []  # run on every loop turn
-        # run in each forked worker before it serves (prod_master: sockets, identity, hooks)
-        self.child_hooks: list[Callable[[WorkerContext], None]] = []
-        # run in the master just before each fork (prod_master: which --reuse-port sockets)
-        self.prefork_hooks: list[Callable[[WorkerContext], None]] = []
+        self.supervision = Supervision(settings)
+        self.rolling = RollingReplacement(self, self.supervision)
+        self.exits = ExitHandling(self, self.rolling)
+        self.services = ControlServices(
+            settings, self.worker_views, self.exits.restarts, __version__
+        )
+        self.listeners = ListenerSets(sockets, settings.backlog)
         self._queue: list[int] = []
         self._wake_r, self._wake_w = os.pipe()
         self._killed_all = False
 
     # ---- main loop -------------------------------------------------------------------
+
+    def open_services(self) -> None:
+        """Bind the control socket and --metrics; raises UsageError naming what failed."""
+        self.services.open()
+        if self.supervision.watcher is not None:
+            log.info("--reload: watching %d files", self.supervision.watcher.watched)
 
     def run(self) -> int:
         """Serve until stopped; always leaves no worker behind."""
@@ -102,10 +103,9 @@ class Master:
                 self._read_events()
                 self._reap()
                 self._maintain()
-                for hook in self.tick_hooks:
-                    hook(self)
+                self.listeners.maintain(self)
                 if self.exit_code is None:
-                    self._wait(_LOOP_WAIT)
+                    self._wait(_KILL_WAIT if self._kill_pending() else _LOOP_WAIT)
             return self.exit_code
         except Exception:
             log.exception("master failed")
@@ -114,9 +114,10 @@ class Master:
             self._cleanup()
 
     def _wait(self, timeout: float) -> None:
-        """Sleep until a signal, a worker event or an extension's fd wakes us, or `timeout`."""
+        """Sleep until a signal, a worker event or a status client wakes us, or `timeout`."""
         poller = select.poll()  # poll, not select: no FD_SETSIZE limit
-        fds = [self._wake_r, *self.extra_readers]
+        service_fds = self.services.fds()
+        fds = [self._wake_r, *service_fds]
         fds += [w.events.fd for w in self.workers.values() if not w.events.eof]
         for fd in fds:
             poller.register(fd, select.POLLIN)
@@ -128,29 +129,53 @@ class Master:
             with contextlib.suppress(OSError):
                 while os.read(self._wake_r, 4096):
                     pass
-        for fd in readable:
-            callback = self.extra_readers.get(fd)
-            if callback is not None:
-                callback()
+        if any(fd in service_fds for fd in readable):
+            self.services.service()
 
     def _maintain(self) -> None:
         now = time.monotonic()
         if self.stopping:
             self._progress_stop(now)
             return
-        self._reload_step(now)
+        self.rolling.step()
         self._resize()
+        for verdict in self.supervision.verdicts(self.worker_views(), now):
+            self._act_on(verdict, now)
         for worker in list(self.workers.values()):
-            if worker.kill_at is not None and now > worker.kill_at:
-                log.warning(
-                    "worker %d (pid %d) did not stop in time; killing it",
-                    worker.worker_id,
-                    worker.pid,
-                )
+            if worker.kill_at is not None and now >= worker.kill_at:
+                if worker.kill_reason == "retire":
+                    log.warning(
+                        "worker %d (pid %d) did not stop in time; killing it",
+                        worker.worker_id,
+                        worker.pid,
+                    )
                 self._signal(worker, signal.SIGKILL)
                 worker.kill_at = None
             elif not worker.ready and not worker.retiring and now - worker.born > READY_TIMEOUT:
                 self._boot_timed_out(worker)
+
+    def _act_on(self, verdict: Verdict, now: float) -> None:
+        if verdict.kind == "reload":
+            log.info("%s; reloading workers", verdict.reason)
+            self.handle_hup()
+            return
+        worker = self.workers.get(verdict.pid)
+        if worker is None or worker.retiring:
+            return
+        if verdict.kind == "hung":
+            log.error(
+                "worker %d (pid %d): %s; its stacks follow, then it is killed and replaced",
+                worker.worker_id,
+                worker.pid,
+                verdict.reason,
+            )
+            self._signal(worker, STACK_DUMP_SIGNAL)
+            worker.kill_at, worker.kill_reason = now + DUMP_GRACE, "timeout"
+        else:
+            self.rolling.recycle(worker, verdict.reason)
+
+    def _kill_pending(self) -> bool:
+        return any(w.kill_at is not None for w in self.workers.values())
 
     # ---- signals ---------------------------------------------------------------------
 
@@ -196,8 +221,8 @@ class Master:
         """Rolling reload: replace every worker by one that loads the app afresh."""
         if self.stopping:
             return
-        self.generation += 1
-        log.info("HUP: rolling reload of %d worker(s)", self._active_count())
+        self.rolling.reload()
+        log.info("HUP: rolling reload of %d worker(s)", self.active_count())
 
     def handle_ttin(self) -> None:
         self.num_workers += 1
@@ -230,7 +255,7 @@ class Master:
         self.next_worker_id += 1
         ctx = WorkerContext(
             settings=self.settings,
-            sockets=self.sockets,
+            sockets=self.listeners.assign(self, worker_id, self.sockets),
             worker_id=worker_id,
             worker_count=self.num_workers,
             cpu_share=max(1, self.cores // max(1, self.num_workers)),
@@ -239,18 +264,19 @@ class Master:
             slot=slot,
             events_fd=write_fd,
         )
-        for hook in self.prefork_hooks:
-            hook(ctx)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            inherited = [read_fd, self._wake_r, self._wake_w, *self.extra_readers]
+            inherited = [read_fd, self._wake_r, self._wake_w, *self.services.fds()]
             inherited += [other.events.fd for other in self.workers.values()]
-            run_forked_worker(ctx, inherited, SIGNALS, self.child_hooks)
+            self.services.close_in_child()
+            self.listeners.keep_only(ctx.sockets)
+            run_forked_worker(ctx, inherited, SIGNALS)
         os.close(write_fd)
+        self.supervision.worker_started(pid)
         record = WorkerRecord(
-            pid, worker_id, slot, self.generation, time.monotonic(), EventReader(read_fd)
+            pid, worker_id, slot, self.rolling.generation, time.monotonic(), EventReader(read_fd)
         )
         self.workers[pid] = record
         log.info("booting worker %d (pid %d)", worker_id, pid)
@@ -268,14 +294,14 @@ class Master:
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, signum)
 
-    def _active_count(self) -> int:
+    def active_count(self) -> int:
         return sum(1 for w in self.workers.values() if not w.retiring)
 
     def _resize(self) -> None:
         """Start or retire workers until the non-retiring count matches the target."""
         # A reload's replacement is extra capacity until it takes an old worker's place.
         active = sorted(
-            (w for w in self.workers.values() if not w.retiring and w.pid != self.replacement),
+            (w for w in self.workers.values() if not w.retiring and w.pid != self.rolling.pending),
             key=lambda w: (w.generation, w.born),
         )
         missing = self.num_workers - len(active)
@@ -288,10 +314,10 @@ class Master:
             )
             self.retire_worker(worker)
 
-    def views(self) -> list[tuple[WorkerRecord, SlotView]]:
-        """Each live worker with its scoreboard slot (for status and metrics)."""
+    def worker_views(self) -> list[WorkerView]:
+        """Each live worker with its scoreboard slot, by worker id (supervision and status)."""
         return [
-            (w, self.board.read(w.slot))
+            WorkerView(w.worker_id, w.pid, self.board.read(w.slot))
             for w in sorted(self.workers.values(), key=lambda w: w.worker_id)
         ]
 
@@ -332,58 +358,8 @@ class Master:
             self._on_event(worker, event)
         worker.events.close()
         self.board.release(worker.slot)
-        cause = describe_exit(status)
-        was_replacement = worker.pid == self.replacement
-        if was_replacement:
-            self.replacement = None
-        if worker.retiring or self.stopping:
-            log.info("worker %d (pid %d) stopped (%s)", worker.worker_id, worker.pid, cause)
-            return
-        if worker.failure is not None:
-            self._on_boot_failure(worker, worker.failure, was_replacement)
-            return
-        if was_replacement and not worker.ready:
-            log.error(
-                "reload abandoned: new worker %d (pid %d) %s before it was ready; "
-                "old workers keep serving",
-                worker.worker_id,
-                worker.pid,
-                cause,
-            )
-            self.reload_abandoned = self.generation
-            return
-        log.warning(
-            "worker %d (pid %d) %s; starting a new one", worker.worker_id, worker.pid, cause
-        )
-        self._count_crash(worker)
-
-    def _on_boot_failure(
-        self, worker: WorkerRecord, failure: dict[str, Any], was_replacement: bool
-    ) -> None:
-        code = int(failure.get("code", EXIT_APP_LOAD))
-        code = code if code in (EXIT_USAGE, EXIT_APP_LOAD) else EXIT_APP_LOAD
-        sys.stderr.write(format_error(str(failure.get("message", "the worker failed to boot"))))
-        sys.stderr.flush()
-        if was_replacement:
-            log.error(
-                "reload abandoned: the new worker could not load the app; old workers keep serving"
-            )
-            self.reload_abandoned = self.generation
-            return
-        if self.booted:
-            self._count_crash(worker)
-            return
-        log.error("stopping: the application failed to load (exit %d)", code)
-        self.begin_stop(graceful=False, code=code)
-
-    def _count_crash(self, worker: WorkerRecord) -> None:
-        if self.crashes.record(worker.born):
-            log.error(
-                "crash loop: %d workers died within %gs of starting, in a row; stopping (exit 3)",
-                self.crashes.fast_deaths,
-                CRASH_WINDOW,
-            )
-            self.begin_stop(graceful=False, code=EXIT_APP_LOAD)
+        self.supervision.worker_gone(worker.pid)
+        self.exits.on_exit(worker, status, was_replacement=self.rolling.forget(worker.pid))
 
     def _boot_timed_out(self, worker: WorkerRecord) -> None:
         log.error(
@@ -398,40 +374,6 @@ class Master:
         }
         self._signal(worker, signal.SIGKILL)
         worker.ready = True  # do not time it out twice
-
-    # ---- reload ----------------------------------------------------------------------
-
-    def _reload_step(self, now: float) -> None:
-        """One replacement at a time: start it, wait until it is ready, retire an old one."""
-        if self.reload_abandoned == self.generation:
-            return
-        old = sorted(
-            (w for w in self.workers.values() if w.generation < self.generation and not w.retiring),
-            key=lambda w: w.born,
-        )
-        if not old:
-            return
-        new = self.workers.get(self.replacement) if self.replacement is not None else None
-        if new is None:
-            new = self.spawn_worker()
-            self.replacement = new.pid if new is not None else None
-            return
-        if new.ready and new.failure is None:
-            log.info(
-                "reload: worker %d (pid %d) replaces worker %d (pid %d)",
-                new.worker_id,
-                new.pid,
-                old[0].worker_id,
-                old[0].pid,
-            )
-            self.retire_worker(old[0])
-            self.replacement = None
-            if len(old) == 1:
-                log.info(
-                    "Reload complete: %d worker(s) on generation %d",
-                    self._active_count(),
-                    self.generation,
-                )
 
     # ---- stopping --------------------------------------------------------------------
 
@@ -475,6 +417,8 @@ class Master:
                 self.workers.pop(pid, None)
             else:
                 time.sleep(0.02)
+        self.services.close()
+        self.listeners.close()
         close_all(self.sockets)
         remove_unix_files(self.settings.bind if self.settings.bind_given else ())
         pidfile.remove(self.settings.pid)

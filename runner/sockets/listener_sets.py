@@ -17,12 +17,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from .reuseport import is_reservation, listen_sockets, warn_without_migration
 
 log = logging.getLogger("tornado_run.master")
+
+
+class Member(Protocol):
+    """What the sets read of one of the master's workers."""
+
+    @property
+    def worker_id(self) -> int: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def born(self) -> float: ...
+    @property
+    def retiring(self) -> bool: ...
+
+
+class Roster(Protocol):
+    """What the sets read of the master: its live workers by pid and how many it wants."""
+
+    @property
+    def workers(self) -> Mapping[int, Member]: ...
+    @property
+    def num_workers(self) -> int: ...
 
 
 @dataclass
@@ -45,27 +68,29 @@ class ListenerSets:
         """True when there is anything to balance (a TCP bind reserved with --reuse-port)."""
         return bool(self.addresses)
 
-    def assign(self, master: Any, ctx: Any) -> None:
-        """Before the fork of worker `ctx.worker_id`: pick its set and put that set's sockets,
-        instead of the reservations, into `ctx.sockets`."""
+    def assign(
+        self, master: Roster, worker_id: int, sockets: list[socket.socket]
+    ) -> list[socket.socket]:
+        """Before the fork of worker `worker_id`: pick its set; returns `sockets` with that
+        set's sockets in place of the reservations."""
         if not self.active:
-            return
+            return sockets
         index = self._choose(master)
         chosen = self.sets[index]
         assert chosen is not None
-        chosen.members.add(ctx.worker_id)
-        self.assigned[ctx.worker_id] = index
-        ctx.sockets = [s for s in ctx.sockets if not is_reservation(s)] + chosen.sockets
+        chosen.members.add(worker_id)
+        self.assigned[worker_id] = index
+        return [s for s in sockets if not is_reservation(s)] + chosen.sockets
 
-    def keep_only(self, ctx: Any) -> None:
-        """In the forked worker: close every other set's sockets and the reservations."""
-        own = {id(sock) for sock in ctx.sockets}
+    def keep_only(self, sockets: list[socket.socket]) -> None:
+        """In the forked worker: close every other set's sockets."""
+        own = {id(sock) for sock in sockets}
         for entry in self.sets:
             for sock in entry.sockets if entry else []:
                 if id(sock) not in own:
                     sock.close()
 
-    def maintain(self, master: Any) -> None:
+    def maintain(self, master: Roster) -> None:
         """Forget exited workers; close a set nobody serves any more when fewer workers are
         wanted (TTOU)."""
         live = {w.worker_id for w in master.workers.values()}
@@ -96,8 +121,8 @@ class ListenerSets:
                     sock.close()
         self.sets = []
 
-    def _choose(self, master: Any) -> int:
-        serving: dict[int, list[Any]] = {i: [] for i, e in enumerate(self.sets) if e is not None}
+    def _choose(self, master: Roster) -> int:
+        serving: dict[int, list[Member]] = {i: [] for i, e in enumerate(self.sets) if e is not None}
         for worker in master.workers.values():
             index = self.assigned.get(worker.worker_id)
             if index is not None and index in serving and not worker.retiring:

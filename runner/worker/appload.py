@@ -32,7 +32,7 @@ async def load_application(spec: str, app_dir: Path, factory: bool) -> HTTPServe
     `ConfigurationError` raised by the app)."""
     add_app_dir(app_dir)
     module_name, _, attr_path = spec.partition(":")
-    module = _import(module_name, app_dir)
+    module = import_module(module_name, app_dir)
     target = _resolve(module, module_name, attr_path)
     if factory:
         target = await _call_factory(target, spec)
@@ -50,7 +50,8 @@ def _a(name: str) -> str:
     return ("an " if name[:1].lower() in "aeiou" else "a ") + name
 
 
-def _import(module_name: str, app_dir: Path) -> ModuleType:
+def import_module(module_name: str, app_dir: Path) -> ModuleType:
+    """Import the app's module; raises AppLoadError naming what is missing or what failed."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -8,7 +8,6 @@ report to, and the sockets are this process's own).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import logging
 import os
@@ -16,11 +15,7 @@ import signal
 import socket
 import sys
 import time
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import FrameType
-from typing import NoReturn
+from dataclasses import dataclass
 
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.ioloop import PeriodicCallback
@@ -32,13 +27,15 @@ from ..logsetup import reopen_log_files
 from ..settings.options import Settings
 from .appload import load_application
 from .httpserver import DrainingHTTPServer, ProxyTrust
+from .loops import loop_factory
+from .watchdog import LoopWatchdog, install_stack_dump
 
 log = logging.getLogger("tornado_run.worker")
 
 TICK_SECONDS = 0.5
 """How often the loop stamps its heartbeat, publishes counters and checks its parent."""
 _PR_SET_PDEATHSIG = 1
-# SIGUSR2 is left alone: it dumps every thread's stack (prod_worker arms faulthandler on it).
+# SIGUSR2 is left alone: it dumps every thread's stack (faulthandler is armed on it).
 _IGNORED_SIGNALS = ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGWINCH")
 
 
@@ -55,11 +52,11 @@ class WorkerContext:
     board: Scoreboard | None = None
     slot: int | None = None
     events_fd: int | None = None
-    tick_hooks: list[Callable[[Worker], None]] = field(default_factory=list)
 
 
 def run_worker(ctx: WorkerContext) -> int:
     """Serve until told to stop; return the process exit code (0, 1, 2 or 3)."""
+    install_stack_dump()  # SIGUSR2, which the master sends to a hung worker
     _export_environment(ctx)
     if ctx.master_pid is not None:
         _die_with_parent(ctx.master_pid)
@@ -70,56 +67,6 @@ def run_worker(ctx: WorkerContext) -> int:
     except Exception:
         log.exception("worker %d failed", ctx.worker_id)
         return EXIT_FAILURE
-
-
-def run_forked_worker(
-    ctx: WorkerContext,
-    inherited_fds: list[int],
-    master_signals: tuple[str, ...],
-    hooks: list[Callable[[WorkerContext], None]],
-) -> NoReturn:
-    """In a child just forked by the master: drop the master's signal handlers and file
-    descriptors, run `hooks`, serve, and exit with the worker's code (never returns)."""
-    code = EXIT_FAILURE
-    try:
-        signal.set_wakeup_fd(-1)
-        for name in master_signals:
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
-        # Until the worker's loop takes over there is nothing to drain: leave quietly.
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-            signal.signal(signum, _exit_quietly)
-        for fd in inherited_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        for hook in hooks:
-            hook(ctx)
-        code = run_worker(ctx)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _exit_quietly(signum: int, frame: FrameType | None) -> None:
-    os._exit(EXIT_OK)
-
-
-def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The event loop constructor for --loop (auto: uvloop when it imports)."""
-    if choice in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                raise
-        else:
-            new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-            return new_loop
-    return asyncio.new_event_loop
 
 
 def _export_environment(ctx: WorkerContext) -> None:
@@ -154,6 +101,8 @@ class Worker:
             else None
         )
         self.events = EventWriter(ctx.events_fd) if ctx.events_fd is not None else None
+        block_warn = ctx.settings.block_warn / 1000
+        self.watchdog = LoopWatchdog(block_warn if block_warn > 0 else None)
         self._stop = asyncio.Event()
         self._stopping = False
 
@@ -169,8 +118,8 @@ class Worker:
         self.server.add_sockets(self.ctx.sockets)
         ticker = PeriodicCallback(self.tick, TICK_SECONDS * 1000)
         ticker.start()
-        for hook in self.ctx.tick_hooks:  # first run now: e.g. the loop watchdog starts here
-            hook(self)
+        self.watchdog.start()
+        lifecycle.add_stats_provider("loop", self.watchdog.stats)
         self._publish(state=READY)
         if self.events is not None:
             self.events.send("ready", pid=os.getpid())
@@ -222,8 +171,6 @@ class Worker:
         if self.ctx.master_pid is not None and os.getppid() != self.ctx.master_pid:
             log.warning("worker %d: the master is gone; exiting", self.ctx.worker_id)
             os._exit(EXIT_FAILURE)
-        for hook in self.ctx.tick_hooks:
-            hook(self)
         self._publish()
 
     def _publish(self, **changes: object) -> None:
@@ -235,6 +182,8 @@ class Worker:
             changes.setdefault("in_flight", server.in_flight())
             changes.setdefault("connections", server.connection_count)
         changes.setdefault("stats", lifecycle.collect_stats())
+        self.slot.view.max_lag_ms = self.watchdog.stats()["max_lag_ms"]
+        self.slot.view.blocked_episodes = self.watchdog.episodes
         self.slot.publish(**changes)
 
     def _install_signals(self) -> None:

@@ -1,0 +1,26 @@
+"""The master's bookkeeping for one worker process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..control.channel import EventReader
+
+
+@dataclass
+class WorkerRecord:
+    """The master's bookkeeping for one worker process."""
+
+    pid: int
+    worker_id: int
+    slot: int
+    generation: int
+    born: float  # time.monotonic()
+    events: EventReader
+    ready: bool = False
+    retiring: bool = False
+    kill_at: float | None = None  # SIGKILL if still alive at this monotonic time
+    kill_reason: Literal["retire", "timeout"] = "retire"
+    replace_reason: str | None = None  # recycling verdict: replace it, replacement first
+    failure: dict[str, Any] | None = None  # the "failed" event, if the app could not load
