@@ -1,10 +1,10 @@
 """Measure connection spread and failed requests, shared socket vs --reuse-port (issue 5).
 
-    .venv/bin/python tests/master_prod_measure.py [--trials 5]
-    .venv/bin/python tests/master_prod_measure.py --what wrk-hups    # needs Debian's wrk
-    .venv/bin/python tests/master_prod_measure.py --what watchdog    # --block-warn cost
+    .venv/bin/python tests/supervision_measure.py [--trials 5]
+    .venv/bin/python tests/supervision_measure.py --what wrk-hups    # needs Debian's wrk
+    .venv/bin/python tests/supervision_measure.py --what watchdog    # --block-warn cost
 
-For each mode, 2 workers of tests/apps_master_prod/prodapp.py on 127.0.0.1:
+For each mode, 2 workers of tests/apps_supervision/prodapp.py on 127.0.0.1:
 - spread: 64 keep-alive connections opened at once, one request each; share of the busiest
   worker (goal <= 60%), over several trials;
 - after kill -9: the same, once the replacement is ready;
@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from master_prod_support import PROD_APPS, Load, connection_spread
 from runner_support import Server, start_server, wait_until
+from supervision_support import PROD_APPS, Load, connection_spread
 
 
 def busiest(spread: Counter[int]) -> float:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from master_prod_support import PROD_APPS, Load, connection_spread, get_pid, line_of, status
 from prometheus_client.parser import text_string_to_metric_families
 from runner_support import Server, http_get, run_cli, wait_until
+from supervision_support import PROD_APPS, Load, connection_spread, get_pid, line_of, status
 
 
 def test_cpu_loop_past_block_warn_logs_the_handler_file_and_line(

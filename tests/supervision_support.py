@@ -15,7 +15,7 @@ from runner_support import Load as Load  # re-exported: the prod tests drive loa
 from tornado_run.runner.control import control_socket as control
 from tornado_run.runner.control.snapshot import Snapshot
 
-PROD_APPS = Path(__file__).resolve().parent / "apps_master_prod"
+PROD_APPS = Path(__file__).resolve().parent / "apps_supervision"
 PRODAPP = PROD_APPS / "prodapp.py"
 
 
