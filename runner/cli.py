@@ -184,7 +184,7 @@ def _listening_sockets(settings: Settings) -> list[socket.socket]:
     if settings.reuse_port and not settings.no_master:
         from .sockets.reuseport import bind_for_workers
 
-        return bind_for_workers(settings.bind, settings.backlog, bind_all)
+        return bind_for_workers(settings.bind, settings.backlog)
     return bind_all(settings.bind, settings.backlog)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from tornado.netutil import bind_sockets
 
-from .binding import bind_error
+from .binding import BindSpec, bind_all, bind_error
 
 log = logging.getLogger("tornado_run.reuseport")
 
@@ -88,13 +88,9 @@ def listen_sockets(host: str, port: int, backlog: int = 1024) -> list[socket.soc
     return bind_sockets(port, host or None, backlog=backlog, reuse_port=True)
 
 
-def bind_for_workers(
-    specs: Iterable[Any],
-    backlog: int,
-    bind_all: Callable[[tuple[Any, ...], int], list[socket.socket]],
-) -> list[socket.socket]:
-    """In the master: reserve every TCP `--bind` spec; bind the others (unix, fd://) with
-    `bind_all`, shared as usual. Raises UsageError naming the address that failed."""
+def bind_for_workers(specs: Iterable[BindSpec], backlog: int) -> list[socket.socket]:
+    """In the master: reserve every TCP `--bind` spec; bind the others (unix, fd://) as
+    usual, shared. Raises UsageError naming the address that failed."""
     result: list[socket.socket] = []
     try:
         for spec in specs:
