@@ -41,7 +41,8 @@ class ExitHandling:
         if worker.retiring or self.master.stopping:
             log.info("worker %d (pid %d) stopped (%s)", worker.worker_id, worker.pid, cause)
             if not self.master.stopping:
-                self._count_restart(worker.replace_reason or "retired")
+                hung = worker.kill_reason == "timeout"
+                self._count_restart("timeout" if hung else worker.replace_reason or "retired")
             return
         if worker.kill_reason == "timeout":
             log.warning(

@@ -160,9 +160,9 @@ class Master:
             self.handle_hup()
             return
         worker = self.workers.get(verdict.pid)
-        if worker is None or worker.retiring:
+        if worker is None:
             return
-        if verdict.kind == "hung":
+        if verdict.kind == "hung":  # retiring or not: a blocked loop cannot drain either
             log.error(
                 "worker %d (pid %d): %s; its stacks follow, then it is killed and replaced",
                 worker.worker_id,
@@ -171,7 +171,7 @@ class Master:
             )
             self._signal(worker, STACK_DUMP_SIGNAL)
             worker.kill_at, worker.kill_reason = now + DUMP_GRACE, "timeout"
-        else:
+        elif not worker.retiring:
             self.rolling.recycle(worker, verdict.reason)
 
     def _kill_pending(self) -> bool:
