@@ -7,6 +7,7 @@ from typing import Any
 
 from tornado.escape import json_encode
 from tornado.web import RequestHandler
+from tornado_run.runner import lifecycle
 
 from .errors import Overloaded
 
@@ -32,7 +33,7 @@ def write_result(handler: RequestHandler, result: Any, verb: str) -> None:
 def answer_overloaded(handler: RequestHandler, error: Overloaded) -> None:
     """Send the 503 with its Retry-After header (send_error would clear the header)."""
     log.warning("%s %s: %s", handler.request.method, handler.request.uri, error)
-    if handler._headers_written:
+    if lifecycle.headers_written(handler):
         handler.finish()
         return
     handler.clear()
@@ -42,5 +43,5 @@ def answer_overloaded(handler: RequestHandler, error: Overloaded) -> None:
         handler.write_error(error.status_code, exc_info=(type(error), error, error.__traceback__))
     except Exception:
         log.exception("write_error failed while answering 503")
-    if not handler._finished:
+    if not lifecycle.handler_finished(handler):
         handler.finish()

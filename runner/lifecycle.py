@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .worker import tornado_adapter
+
 log = logging.getLogger("tornado_run.lifecycle")
 
 ShutdownHook = Callable[[float], Awaitable[None] | None]
@@ -101,3 +103,8 @@ def pools_config() -> dict[str, Any]:
         return {}
     loaded = json.loads(value)
     return loaded if isinstance(loaded, dict) else {}
+
+
+# What decorators/ reads of Tornado's internals goes through the runner's one adapter.
+headers_written = tornado_adapter.headers_written
+handler_finished = tornado_adapter.handler_finished

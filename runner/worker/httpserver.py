@@ -21,6 +21,7 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
 from ..sockets.reuseport import accept_queued
+from . import tornado_adapter as tornado
 
 IDLE_GRACE = 0.5
 """Seconds an idle keep-alive connection gets to send one more request (answered with
@@ -85,7 +86,7 @@ class DrainingHTTPServer(HTTPServer):
 
     @property
     def connection_count(self) -> int:
-        return len(self._connections)
+        return len(tornado.open_connections(self))
 
     def in_flight(self) -> int:
         """Requests whose headers were read and whose response is not finished."""
@@ -97,37 +98,38 @@ class DrainingHTTPServer(HTTPServer):
         connection to end. Returns how many had to be closed at the deadline."""
         deadline = time.monotonic() + timeout
         self.draining = True
-        for sock in list(self._sockets.values()):  # own --reuse-port sockets lose their queue
-            accept_queued(sock, self._handle_connection)
+        for sock in tornado.listening_sockets(self):  # own --reuse-port sockets lose their queue
+            accept_queued(sock, tornado.accept_handler(self))
         self.stop()
         self.conn_params.no_keep_alive = True  # every request read from now on gets a close
+        connections = tornado.open_connections(self)
         idle: list[HTTP1ServerConnection] = []
-        for server_conn in list(self._connections):
+        for server_conn in list(connections):
             conn = self._current.get(server_conn)
             if conn is not None and _busy(conn):
-                conn._disconnect_on_finish = True
+                tornado.close_after_response(conn)
             else:
                 idle.append(server_conn)
         grace = min(deadline, time.monotonic() + IDLE_GRACE)
-        await self._wait_until(grace, lambda: not any(c in self._connections for c in idle))
+        await self._wait_until(grace, lambda: not any(c in connections for c in idle))
         for server_conn in idle:
             if self._still_idle(server_conn):
                 _half_close(server_conn.stream)
-        await self._wait_until(deadline, lambda: not self._connections, on_progress)
-        leftover = len(self._connections)
-        for server_conn in list(self._connections):
+        await self._wait_until(deadline, lambda: not connections, on_progress)
+        leftover = len(connections)
+        for server_conn in list(connections):
             server_conn.stream.close()
         return leftover
 
     def _still_idle(self, server_conn: HTTP1ServerConnection) -> bool:
         """No request started since the drain began (any request read since then closes its
         connection when answered) and no partial request waiting in the buffer."""
-        if server_conn not in self._connections:
+        if server_conn not in tornado.open_connections(self):
             return False
         conn = self._current.get(server_conn)
-        if conn is not None and conn._request_start_line is not None:
+        if conn is not None and tornado.request_started(conn):
             return False
-        return getattr(server_conn.stream, "_read_buffer_size", 0) == 0
+        return tornado.buffered_bytes(server_conn.stream) == 0
 
     async def _wait_until(
         self,
@@ -142,7 +144,7 @@ class DrainingHTTPServer(HTTPServer):
 
 
 def _busy(conn: HTTP1Connection) -> bool:
-    return conn._request_start_line is not None and not conn._finish_future.done()
+    return tornado.request_started(conn) and not tornado.response_finished(conn)
 
 
 def _half_close(stream: IOStream) -> None:

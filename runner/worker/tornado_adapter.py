@@ -1,0 +1,72 @@
+"""Every private attribute of Tornado that tornado-run reads or writes, in one place.
+
+Tornado gives no public way to list a server's connections, to ask whether a connection is
+between requests, or whether a handler has sent its headers. Each function here reads one
+private attribute directly (no `getattr` default): a Tornado release that renames one makes
+the call raise `AttributeError` at once, and `tests/test_tornado_adapter.py` fails with the
+attribute's name, instead of the drain silently misjudging a connection.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
+from tornado.tcpserver import TCPServer
+from tornado.web import RequestHandler
+
+
+def open_connections(server: HTTPServer) -> set[HTTP1ServerConnection]:
+    """The server's open connections (`HTTPServer._connections`), the live set itself."""
+    connections: set[HTTP1ServerConnection] = server._connections
+    return connections
+
+
+def listening_sockets(server: TCPServer) -> list[socket.socket]:
+    """The sockets the server accepts on (`TCPServer._sockets`, a dict by fd)."""
+    return list(server._sockets.values())
+
+
+def accept_handler(server: TCPServer) -> Callable[[socket.socket, Any], None]:
+    """What the server does with a socket it accepted (`TCPServer._handle_connection`)."""
+    handler: Callable[[socket.socket, Any], None] = server._handle_connection
+    return handler
+
+
+def request_started(conn: HTTP1Connection) -> bool:
+    """True once a request's start line has been read (`HTTP1Connection._request_start_line`);
+    None between requests."""
+    return conn._request_start_line is not None
+
+
+def response_finished(conn: HTTP1Connection) -> bool:
+    """True once the current response is complete (`HTTP1Connection._finish_future`)."""
+    return conn._finish_future.done()
+
+
+def close_after_response(conn: HTTP1Connection) -> None:
+    """Close the connection once the current response is written
+    (`HTTP1Connection._disconnect_on_finish`)."""
+    conn._disconnect_on_finish = True
+
+
+def buffered_bytes(stream: IOStream) -> int:
+    """Bytes read from the socket and not yet consumed (`BaseIOStream._read_buffer_size`):
+    a partial request waiting for the rest of its data."""
+    size: int = stream._read_buffer_size
+    return size
+
+
+def headers_written(handler: RequestHandler) -> bool:
+    """True once the handler has sent its status line and headers
+    (`RequestHandler._headers_written`)."""
+    return bool(handler._headers_written)
+
+
+def handler_finished(handler: RequestHandler) -> bool:
+    """True once `finish()` has run (`RequestHandler._finished`)."""
+    return bool(handler._finished)
