@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import cancellation
+from .. import cancellation
+from ..errors import TaskTimeout
 from .admission import Admission
-from .errors import TaskTimeout
+from .api import PoolSpec, PoolStats
 from .offthread import run_in_thread
-from .pool_api import PoolSpec, PoolStats
 
 T = TypeVar("T")
 log = logging.getLogger("tornado_run.pools")
@@ -83,7 +83,7 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
 
 
 class ThreadPool:
-    """Runs calls in up to `size` threads, started on demand; see `pool_api.Pool`."""
+    """Runs calls in up to `size` threads, started on demand; see `api.Pool`."""
 
     def __init__(self, spec: PoolSpec) -> None:
         self.spec = spec

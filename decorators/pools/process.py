@@ -26,11 +26,11 @@ from typing import Any, TypeVar
 import pebble
 from tornado_run.runner import cpus, lifecycle
 
+from ..errors import TaskTimeout, WorkerCrashed, describe_exit
 from . import pickling
 from .admission import Admission
-from .errors import TaskTimeout, WorkerCrashed, describe_exit
+from .api import PoolSpec, PoolStats
 from .offthread import run_in_thread
-from .pool_api import PoolSpec, PoolStats
 
 T = TypeVar("T")
 log = logging.getLogger("tornado_run.pools")
@@ -64,7 +64,7 @@ class _Task:
 
 
 class ProcessPool:
-    """A pebble ProcessPool behind bounded admission; see `pool_api.Pool`.
+    """A pebble ProcessPool behind bounded admission; see `api.Pool`.
 
     Options: `cancel_running` (bool, default False) also kills a running task whose caller
     went away (client disconnect), not only a waiting one.
@@ -267,7 +267,10 @@ class ProcessPool:
         # Replacement workers fork from a server that has already imported this library; the
         # server and its children leave the web worker's process group (forkserver_group).
         context.set_forkserver_preload(
-            ["tornado_run.decorators.forkserver_group", "tornado_run.decorators.pickling"]
+            [
+                "tornado_run.decorators.pools.forkserver_group",
+                "tornado_run.decorators.pools.pickling",
+            ]
         )
         skip = self._skip if self._skip is not None else context.RawArray("b", _SLOTS)
         executor = pebble.ProcessPool(
