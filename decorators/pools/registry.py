@@ -18,6 +18,7 @@ from typing import Any
 
 from tornado_run.runner import lifecycle
 
+from .. import firstuse
 from . import config, forksafety
 from .api import Pool, PoolFactory, PoolSpec, PoolStats
 from .executor import ExecutorPool
@@ -198,9 +199,7 @@ def _hook_into_lifecycle() -> None:
     if _state["hooked"]:
         return
     _state["hooked"] = True
-    from ..jobs import graceful_stop  # imported late: jobs uses this module
-
-    lifecycle.add_shutdown_hook(graceful_stop)
+    firstuse.mark_used()
     lifecycle.add_stats_provider("pools", stats)
 
 
