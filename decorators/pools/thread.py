@@ -9,7 +9,6 @@ with a single `loop.call_soon_threadsafe`, skipping the concurrent.futures.Futur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import os
@@ -23,7 +22,7 @@ from .. import cancellation
 from ..errors import TaskTimeout
 from .admission import Admission
 from .api import PoolSpec, PoolStats
-from .offthread import run_in_thread
+from .offthread import run_in_thread, settle_threadsafe
 
 T = TypeVar("T")
 log = logging.getLogger("tornado_run.pools")
@@ -71,15 +70,6 @@ def _pop(flag: list[bool]) -> bool:
     except IndexError:
         return False
     return True
-
-
-def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if future.done():
-        return  # timed out or cancelled meanwhile
-    if error is None:
-        future.set_result(value)
-    else:
-        future.set_exception(error)
 
 
 class ThreadPool:
@@ -203,14 +193,9 @@ class ThreadPool:
                 cancellation.bind(None)
                 if not job.end():
                     return  # abandoned: a replacement thread has taken this one's place
-                self._deliver(job, value, error)
+                settle_threadsafe(job.loop, job.future, value, error)
             del job
             self._idle.release()
-
-    @staticmethod
-    def _deliver(job: _Job, value: Any, error: BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
-            job.loop.call_soon_threadsafe(_settle, job.future, value, error)
 
     def stats(self) -> PoolStats:
         return self._admission.stats()
