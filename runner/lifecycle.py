@@ -9,13 +9,19 @@ here, so `runner/` never imports anything about pools.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import inspect
 import json
 import logging
 import os
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from .cpus import usable_cores as usable_cores
+from .master.crashes import describe_exit as describe_exit
 
 log = logging.getLogger("tornado_run.lifecycle")
 
@@ -101,3 +107,37 @@ def pools_config() -> dict[str, Any]:
         return {}
     loaded = json.loads(value)
     return loaded if isinstance(loaded, dict) else {}
+
+
+# What code running in a worker (the decorators) needs from the rest of the runner, so that
+# this module stays the only runner module it imports: `usable_cores` and `describe_exit`
+# (imported above) and the two functions below.
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def describe_exitcode(exitcode: int | None) -> str:
+    """Render an exit code as multiprocessing reports it (negative: killed by that signal):
+    'exit code 3', 'signal SIGKILL' or 'an unknown exit status' (None). `describe_exit`
+    renders a waitpid status for the master's log instead."""
+    if exitcode is None:
+        return "an unknown exit status"
+    if exitcode < 0:
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def set_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
+    """Ask Linux to send `signum` to this process when its parent exits; False where prctl
+    is unavailable (other systems, no libc) or refuses. A parent that is already gone does
+    not count, so callers check `os.getppid()` afterwards."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False

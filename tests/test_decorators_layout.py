@@ -1,5 +1,5 @@
 """How the decorators package is put together, read from its source with `ast`: its modules
-import one another without cycles."""
+import one another without cycles, and of the runner they import only the lifecycle contract."""
 
 from __future__ import annotations
 
@@ -80,3 +80,16 @@ def test_decorators_modules_import_each_other_without_cycles() -> None:
     for module in graph:
         graph[module] = {t for t in graph[module] if not module.startswith(f"{t}.")}
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_decorators_import_no_runner_module_but_lifecycle() -> None:
+    allowed = "tornado_run.runner.lifecycle"
+    strays = []
+    for module, path in _modules():
+        for target, imported in _imports(module, path):
+            if target == "tornado_run.runner":
+                names = imported or ["(the package itself)"]
+                strays += [f"{module}: tornado_run.runner.{n}" for n in names if n != "lifecycle"]
+            elif target.startswith("tornado_run.runner.") and target != allowed:
+                strays.append(f"{module}: {target}")
+    assert not strays, "the decorators may import only the runner's lifecycle: " + ", ".join(strays)

@@ -24,9 +24,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import pebble
-from tornado_run.runner import cpus, lifecycle
+from tornado_run.runner import lifecycle
 
-from ..errors import TaskTimeout, WorkerCrashed, describe_exit
+from ..errors import TaskTimeout, WorkerCrashed
 from . import pickling
 from .admission import Admission
 from .api import PoolSpec, PoolStats
@@ -38,7 +38,7 @@ log = logging.getLogger("tornado_run.pools")
 
 def auto_process_count() -> int:
     """The worker's share of the cores under tornado-run, else every usable core."""
-    return lifecycle.cpu_share() or cpus.usable_cores()
+    return lifecycle.cpu_share() or lifecycle.usable_cores()
 
 
 _SLOTS = 1 << 16  # skip flags; calls in flight must stay below this
@@ -180,7 +180,7 @@ class ProcessPool:
             task.future.set_exception(
                 WorkerCrashed(
                     f"the process running {pickling.describe(task.fn)}() died with "
-                    f"{describe_exit(error.exitcode)}",
+                    f"{lifecycle.describe_exitcode(error.exitcode)}",
                     exitcode=error.exitcode,
                 )
             )
