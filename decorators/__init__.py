@@ -10,7 +10,10 @@ from .disconnect import cancel_on_disconnect
 from .errors import Overloaded, TaskCancelled, TaskTimeout, WorkerCrashed
 from .jobs import background
 from .run_on_executor import run_on_executor
+from .shutdown import hook_in_at_first_use
 from .unblock import unblock
+
+hook_in_at_first_use()
 
 __all__ = [
     "Overloaded",

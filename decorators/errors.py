@@ -4,7 +4,6 @@ handler answers with the matching status (504, 503, 500) instead of a bare 500."
 from __future__ import annotations
 
 import math
-import signal
 
 from tornado.web import HTTPError
 
@@ -41,15 +40,3 @@ class WorkerCrashed(HTTPError):
 
 class TaskCancelled(Exception):
     """Raised by `check_cancelled()` in a pool thread whose caller stopped waiting."""
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """Render a process exit status: 'exit code 3' or 'signal SIGKILL'."""
-    if exitcode is None:
-        return "an unknown exit status"
-    if exitcode < 0:
-        try:
-            return f"signal {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"signal {-exitcode}"
-    return f"exit code {exitcode}"

@@ -1,7 +1,7 @@
 """Fire-and-forget jobs that graceful shutdown waits for.
 
-A job's failure is logged with its traceback and counted; nobody awaits it. The runner's
-shutdown hook waits for pending jobs, then closes the pools, within the graceful timeout.
+A job's failure is logged with its traceback and counted; nobody awaits it. At a graceful
+stop `shutdown` drains the pending jobs (see `drain`) before it closes the pools.
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ import asyncio
 import inspect
 import logging
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
 from tornado_run.runner import lifecycle
 
-from . import pools
+from . import firstuse, pools
 
 log = logging.getLogger("tornado_run.background")
 
@@ -90,16 +89,6 @@ async def drain(timeout: float) -> None:
                 task.cancel()
 
 
-async def graceful_stop(timeout: float) -> None:
-    """Shutdown hook: wait for background jobs, then close pools, within `timeout` seconds.
-
-    A tenth of the time (at most 1 s) is kept for closing the pools.
-    """
-    deadline = time.monotonic() + timeout
-    await drain(timeout - min(1.0, timeout / 10))
-    await pools.aclose(max(0.0, deadline - time.monotonic()))
-
-
 _registered = {"done": False}
 
 
@@ -107,7 +96,7 @@ def _register() -> None:
     if _registered["done"]:
         return
     _registered["done"] = True
-    lifecycle.add_shutdown_hook(graceful_stop)
+    firstuse.mark_used()
     lifecycle.add_stats_provider("background", stats)
 
 

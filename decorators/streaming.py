@@ -17,7 +17,7 @@ from typing import Any
 from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler
 
-from .pool_api import Pool
+from .pools.api import Pool
 
 DEPTH = 8  # chunks produced ahead of the client
 

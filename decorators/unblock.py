@@ -19,7 +19,7 @@ from . import pools, streaming
 from .disconnect import DISCONNECTED, until_disconnect
 from .errors import Overloaded
 from .handler_results import answer_overloaded, write_result
-from .pool_api import Pool
+from .pools.api import Pool
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -9,15 +9,22 @@ here, so `runner/` never imports anything about pools.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import inspect
 import json
 import logging
 import os
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .worker import tornado_adapter
+from .cpus import usable_cores as usable_cores
+from .master.crashes import describe_exit as describe_exit
+from .master.crashes import describe_exitcode as describe_exitcode
+from .worker.tornado_adapter import handler_finished as handler_finished
+from .worker.tornado_adapter import headers_written as headers_written
 
 log = logging.getLogger("tornado_run.lifecycle")
 
@@ -105,6 +112,22 @@ def pools_config() -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-# What decorators/ reads of Tornado's internals goes through the runner's one adapter.
-headers_written = tornado_adapter.headers_written
-handler_finished = tornado_adapter.handler_finished
+# What code running in a worker (the decorators) needs from the rest of the runner, so that
+# this module stays the only runner module it imports: `usable_cores`, `describe_exit`,
+# `describe_exitcode`, the Tornado adapter's `headers_written` and `handler_finished`
+# (imported above) and the function below.
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def set_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
+    """Ask Linux to send `signum` to this process when its parent exits; False where prctl
+    is unavailable (other systems, no libc) or refuses. A parent that is already gone does
+    not count, so callers check `os.getppid()` afterwards."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False

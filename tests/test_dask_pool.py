@@ -25,9 +25,10 @@ import tornado.web
 distributed = pytest.importorskip("distributed")
 
 import dask_support as ds  # noqa: E402
-from tornado_run.decorators import Overloaded, TaskTimeout, dask_pool, pools, unblock  # noqa: E402
-from tornado_run.decorators.dask_pool import DaskPool  # noqa: E402
-from tornado_run.decorators.pool_api import PoolSpec  # noqa: E402
+from tornado_run.decorators import Overloaded, TaskTimeout, pools, unblock  # noqa: E402
+from tornado_run.decorators.pools import dask as dask_pool  # noqa: E402
+from tornado_run.decorators.pools.api import PoolSpec  # noqa: E402
+from tornado_run.decorators.pools.dask import DaskPool  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 

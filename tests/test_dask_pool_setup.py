@@ -19,9 +19,10 @@ import pytest
 pytest.importorskip("distributed")
 
 import dask_support as ds
-from tornado_run.decorators import dask_pool, pools
-from tornado_run.decorators.dask_pool import ClusterUnavailable, DaskPool
-from tornado_run.decorators.pool_api import PoolSpec
+from tornado_run.decorators import pools
+from tornado_run.decorators.pools import dask as dask_pool
+from tornado_run.decorators.pools.api import PoolSpec
+from tornado_run.decorators.pools.dask import ClusterUnavailable, DaskPool
 from tornado_run.runner.lifecycle import ConfigurationError
 
 pytestmark = pytest.mark.timeout(60)

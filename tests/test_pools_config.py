@@ -17,7 +17,7 @@ import pytest
 import tornado.web
 from decorators_support import fetch, run, serving, wait_until
 from tornado_run.decorators import Overloaded, pools, unblock
-from tornado_run.decorators.pool_api import PoolSpec, PoolStats
+from tornado_run.decorators.pools.api import PoolSpec, PoolStats
 from tornado_run.runner.lifecycle import ConfigurationError
 
 STAT_KEYS = {

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from tornado_run.decorators.dask_pool import create_pool
-from tornado_run.decorators.pool_api import Pool, PoolSpec
-from tornado_run.decorators.process_pool import ProcessPool
+from tornado_run.decorators.pools.api import Pool, PoolSpec
+from tornado_run.decorators.pools.dask import create_pool
+from tornado_run.decorators.pools.process import ProcessPool
 
 from examples.bench.harness import Server, Skip, free_port, running, tornado_run_command
 from examples.bench.loadgen import LoadResult, closed_loop

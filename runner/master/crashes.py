@@ -15,15 +15,28 @@ CRASH_MEMORY = 60.0
 
 
 def describe_exit(status: int) -> str:
-    """'exited with code N' or 'was killed by SIGNAME' for a waitpid status."""
+    """'exited with code N' or 'was killed by SIGNAME' for a waitpid status (the master's log)."""
     code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"was killed by {name}"
-    return f"exited with code {code}"
+    return f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+
+
+def describe_exitcode(exitcode: int | None) -> str:
+    """'exit code 3', 'signal SIGKILL' or 'an unknown exit status' (None) for an exit code as
+    multiprocessing reports it (negative: killed by that signal)."""
+    if exitcode is None:
+        return "an unknown exit status"
+    if exitcode >= 0:
+        return f"exit code {exitcode}"
+    name = _signal_name(-exitcode)
+    return name if name.startswith("signal ") else f"signal {name}"
+
+
+def _signal_name(signum: int) -> str:
+    """'SIGKILL', or 'signal N' for a number Python has no name for."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 class CrashLoop:

@@ -8,7 +8,6 @@ report to, and the sockets are this process's own).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -34,7 +33,6 @@ log = logging.getLogger("tornado_run.worker")
 
 TICK_SECONDS = 0.5
 """How often the loop stamps its heartbeat, publishes counters and checks its parent."""
-_PR_SET_PDEATHSIG = 1
 # SIGUSR2 is left alone: it dumps every thread's stack (faulthandler is armed on it).
 _IGNORED_SIGNALS = ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGWINCH")
 
@@ -78,12 +76,8 @@ def _export_environment(ctx: WorkerContext) -> None:
 
 def _die_with_parent(master_pid: int) -> None:
     """Have the kernel kill this worker when the master dies (Linux); the tick checks too."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
-            log.debug("prctl(PR_SET_PDEATHSIG) unavailable; relying on the parent check")
+    if not lifecycle.set_parent_death_signal():
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable; relying on the parent check")
     if os.getppid() != master_pid:
         os._exit(EXIT_FAILURE)
 

@@ -14,17 +14,17 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
+from ..errors import TaskTimeout
 from . import pickling
 from .admission import Admission
-from .errors import TaskTimeout
-from .pool_api import PoolSpec, PoolStats
+from .api import PoolSpec, PoolStats
 
 T = TypeVar("T")
 _UNBOUNDED = 2**31
 
 
 class ExecutorPool:
-    """A `pool_api.Pool` over a caller-owned executor (named after its class)."""
+    """A `api.Pool` over a caller-owned executor (named after its class)."""
 
     def __init__(self, executor: Executor) -> None:
         self.executor = executor

@@ -10,7 +10,6 @@ with a clear `TypeError` and never reaches (or breaks) the pool.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import multiprocessing.forkserver
 import os
@@ -20,7 +19,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-_PR_SET_PDEATHSIG = 1
+from tornado_run.runner import lifecycle
+
 _PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
 _resolved: dict[tuple[str, str], Callable[..., Any]] = {}
 _skip_flags: Any = None  # in a pool child: the shared per-slot "withdrawn" flags
@@ -99,8 +99,7 @@ def _die_with_parent() -> None:
     _release_forkserver()
     if not sys.platform.startswith("linux"):
         return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    lifecycle.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
-from .errors import Overloaded
-from .pool_api import PoolSpec, PoolStats
+from ..errors import Overloaded
+from .api import PoolSpec, PoolStats
 
 _RATE_WINDOW = 5.0  # seconds of completions that the drain-rate estimate remembers
 

@@ -18,24 +18,25 @@ from typing import Any
 
 from tornado_run.runner import lifecycle
 
-from . import forksafety, pool_config
-from .executor_pool import ExecutorPool
-from .pool_api import Pool, PoolFactory, PoolSpec, PoolStats
-from .process_pool import ProcessPool
-from .thread_pool import ThreadPool
+from .. import firstuse
+from . import config, forksafety
+from .api import Pool, PoolFactory, PoolSpec, PoolStats
+from .executor import ExecutorPool
+from .process import ProcessPool
+from .thread import ThreadPool
 
 log = logging.getLogger("tornado_run.pools")
 
 
 def _dask_factory(spec: PoolSpec) -> Pool:
-    from .dask_pool import create_pool  # optional kind: imported on use
+    from .dask import create_pool  # optional kind: imported on use
 
     pool: Pool = create_pool(spec)
     return pool
 
 
 def _check_dask(spec: PoolSpec) -> None:
-    from .dask_pool import check_spec  # validates without importing distributed
+    from .dask import check_spec  # validates without importing distributed
 
     check_spec(spec)
 
@@ -79,7 +80,7 @@ def configure(
     bounds the calls waiting for a free worker; `timeout` is the default per-call limit in
     seconds. Raises `ConfigurationError` (a `ValueError`) naming any bad value."""
     _load()
-    spec = pool_config.make_spec(name, kind, size, max_pending, timeout, options, _kinds)
+    spec = config.make_spec(name, kind, size, max_pending, timeout, options, _kinds)
     _install(spec)
     return spec
 
@@ -102,7 +103,7 @@ def _load() -> None:
     _state["loaded"] = True
     for builtin in ("thread", "process"):
         _specs.setdefault(builtin, PoolSpec(name=builtin, kind=builtin))
-    for spec in pool_config.specs_from_table(lifecycle.pools_config(), _kinds):
+    for spec in config.specs_from_table(lifecycle.pools_config(), _kinds):
         _install(spec)
 
 
@@ -198,9 +199,7 @@ def _hook_into_lifecycle() -> None:
     if _state["hooked"]:
         return
     _state["hooked"] = True
-    from .jobs import graceful_stop  # imported late: jobs uses this module
-
-    lifecycle.add_shutdown_hook(graceful_stop)
+    firstuse.mark_used()
     lifecycle.add_stats_provider("pools", stats)
 
 

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tornado_run.runner.lifecycle import ConfigurationError
 
+from ..errors import TaskTimeout, WorkerCrashed
 from .admission import Admission
-from .errors import TaskTimeout, WorkerCrashed
-from .pool_api import PoolSpec, PoolStats
+from .api import PoolSpec, PoolStats
 
 if TYPE_CHECKING:
     from distributed import Client, Future

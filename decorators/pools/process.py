@@ -24,13 +24,13 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import pebble
-from tornado_run.runner import cpus, lifecycle
+from tornado_run.runner import lifecycle
 
+from ..errors import TaskTimeout, WorkerCrashed
 from . import pickling
 from .admission import Admission
-from .errors import TaskTimeout, WorkerCrashed, describe_exit
-from .offthread import run_in_thread
-from .pool_api import PoolSpec, PoolStats
+from .api import PoolSpec, PoolStats
+from .offthread import run_in_thread, settle_threadsafe
 
 T = TypeVar("T")
 log = logging.getLogger("tornado_run.pools")
@@ -38,7 +38,7 @@ log = logging.getLogger("tornado_run.pools")
 
 def auto_process_count() -> int:
     """The worker's share of the cores under tornado-run, else every usable core."""
-    return lifecycle.cpu_share() or cpus.usable_cores()
+    return lifecycle.cpu_share() or lifecycle.usable_cores()
 
 
 _SLOTS = 1 << 16  # skip flags; calls in flight must stay below this
@@ -64,7 +64,7 @@ class _Task:
 
 
 class ProcessPool:
-    """A pebble ProcessPool behind bounded admission; see `pool_api.Pool`.
+    """A pebble ProcessPool behind bounded admission; see `api.Pool`.
 
     Options: `cancel_running` (bool, default False) also kills a running task whose caller
     went away (client disconnect), not only a waiting one.
@@ -165,9 +165,10 @@ class ProcessPool:
     def _on_done(self, task: _Task, done: Future[bytes]) -> None:
         """Runs in a pebble thread: hand the outcome to the loop."""
         with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
-            task.loop.call_soon_threadsafe(self._settle, task, done)
+            task.loop.call_soon_threadsafe(self._resolve, task, done)
 
-    def _settle(self, task: _Task, done: Future[bytes]) -> None:
+    def _resolve(self, task: _Task, done: Future[bytes]) -> None:
+        """On the loop: translate pebble's outcome into the call's result or error."""
         with self._lock:
             self._tasks.discard(task)
         if task.future.done() or done.cancelled():
@@ -179,7 +180,7 @@ class ProcessPool:
             task.future.set_exception(
                 WorkerCrashed(
                     f"the process running {pickling.describe(task.fn)}() died with "
-                    f"{describe_exit(error.exitcode)}",
+                    f"{lifecycle.describe_exitcode(error.exitcode)}",
                     exitcode=error.exitcode,
                 )
             )
@@ -205,8 +206,7 @@ class ProcessPool:
                 stranded = list(self._tasks)
             failure = self._broken(BrokenProcessPool("pebble stopped the pool"))
             for task in stranded:
-                with contextlib.suppress(RuntimeError):
-                    task.loop.call_soon_threadsafe(_settle_error, task.future, failure)
+                settle_threadsafe(task.loop, task.future, error=failure)
         if self._admission.in_flight > 0:
             loop = asyncio.get_running_loop()
             self._watchdog = loop.call_later(_HEALTH_PERIOD, self._check_health)
@@ -267,7 +267,10 @@ class ProcessPool:
         # Replacement workers fork from a server that has already imported this library; the
         # server and its children leave the web worker's process group (forkserver_group).
         context.set_forkserver_preload(
-            ["tornado_run.decorators.forkserver_group", "tornado_run.decorators.pickling"]
+            [
+                "tornado_run.decorators.pools.forkserver_group",
+                "tornado_run.decorators.pools.pickling",
+            ]
         )
         skip = self._skip if self._skip is not None else context.RawArray("b", _SLOTS)
         executor = pebble.ProcessPool(
@@ -303,8 +306,7 @@ class ProcessPool:
         executor.join(timeout=max(0.1, deadline - time.monotonic()))
         for task in unfinished:
             failure = WorkerCrashed(f"pool {self.spec.name!r} shut down before the call finished")
-            with contextlib.suppress(RuntimeError):
-                task.loop.call_soon_threadsafe(_settle_error, task.future, failure)
+            settle_threadsafe(task.loop, task.future, error=failure)
 
     async def aclose(self, timeout: float) -> None:
         await run_in_thread(lambda: self.close(True, timeout), f"close-pool-{self.spec.name}")
@@ -326,8 +328,3 @@ def done_timeout(error: BaseException) -> float:
     """The timeout pebble reports in its TimeoutError("Task timeout", timeout)."""
     args: tuple[Any, ...] = error.args
     return float(args[1]) if len(args) > 1 and isinstance(args[1], int | float) else 0.0
-
-
-def _settle_error(future: asyncio.Future[Any], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)

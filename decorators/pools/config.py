@@ -10,7 +10,7 @@ from typing import Any
 
 from tornado_run.runner.lifecycle import ConfigurationError
 
-from .pool_api import PoolSpec
+from .api import PoolSpec
 
 BUILTIN_OPTIONS: dict[str, frozenset[str]] = {
     "thread": frozenset(),

@@ -9,7 +9,6 @@ with a single `loop.call_soon_threadsafe`, skipping the concurrent.futures.Futur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import os
@@ -19,11 +18,11 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import cancellation
+from .. import cancellation
+from ..errors import TaskTimeout
 from .admission import Admission
-from .errors import TaskTimeout
-from .offthread import run_in_thread
-from .pool_api import PoolSpec, PoolStats
+from .api import PoolSpec, PoolStats
+from .offthread import run_in_thread, settle_threadsafe
 
 T = TypeVar("T")
 log = logging.getLogger("tornado_run.pools")
@@ -73,17 +72,8 @@ def _pop(flag: list[bool]) -> bool:
     return True
 
 
-def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if future.done():
-        return  # timed out or cancelled meanwhile
-    if error is None:
-        future.set_result(value)
-    else:
-        future.set_exception(error)
-
-
 class ThreadPool:
-    """Runs calls in up to `size` threads, started on demand; see `pool_api.Pool`."""
+    """Runs calls in up to `size` threads, started on demand; see `api.Pool`."""
 
     def __init__(self, spec: PoolSpec) -> None:
         self.spec = spec
@@ -203,14 +193,9 @@ class ThreadPool:
                 cancellation.bind(None)
                 if not job.end():
                     return  # abandoned: a replacement thread has taken this one's place
-                self._deliver(job, value, error)
+                settle_threadsafe(job.loop, job.future, value, error)
             del job
             self._idle.release()
-
-    @staticmethod
-    def _deliver(job: _Job, value: Any, error: BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
-            job.loop.call_soon_threadsafe(_settle, job.future, value, error)
 
     def stats(self) -> PoolStats:
         return self._admission.stats()
