@@ -8,6 +8,7 @@ after the fork, once its sockets are bound.
 from __future__ import annotations
 
 import grp
+import importlib
 import os
 import pwd
 import stat
@@ -69,6 +70,9 @@ def drop(identity: Identity) -> None:
     """
     if os.geteuid() == identity.uid and os.getegid() == identity.gid:
         return
+    # Imported lazily later (3.13's invalidate_caches(), tornado's IOLoop): load while readable.
+    for name in ("importlib.metadata", "tornado.platform.asyncio"):
+        importlib.import_module(name)
     os.setgroups(list(identity.groups))
     os.setgid(identity.gid)
     os.setuid(identity.uid)
