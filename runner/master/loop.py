@@ -20,7 +20,6 @@ import signal
 import socket
 import sys
 import time
-from types import FrameType
 from typing import Any
 
 from .. import __version__
@@ -40,11 +39,11 @@ from .exits import ExitHandling
 from .records import WorkerRecord
 from .replacement import RollingReplacement
 from .services import ControlServices
+from .signals import SIGNALS, SignalQueue
 from .supervision import Supervision, Verdict, WorkerView
 
 log = logging.getLogger("tornado_run.master")
 
-SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGCHLD")
 READY_TIMEOUT = 60.0
 """Seconds a new worker may take to load the app and listen."""
 KILL_GRACE = 5.0
@@ -79,8 +78,7 @@ class Master:
             settings, self.worker_views, self.exits.restarts, __version__
         )
         self.listeners = ListenerSets(sockets, settings.backlog)
-        self._queue: list[int] = []
-        self._wake_r, self._wake_w = os.pipe()
+        self.signals = SignalQueue()
         self._killed_all = False
 
     # ---- main loop -------------------------------------------------------------------
@@ -93,7 +91,7 @@ class Master:
 
     def run(self) -> int:
         """Serve until stopped; always leaves no worker behind."""
-        self._install_signals()
+        self.signals.install()
         pidfile.write(self.settings.pid)
         try:
             for sock in self.sockets:
@@ -117,7 +115,7 @@ class Master:
         """Sleep until a signal, a worker event or a status client wakes us, or `timeout`."""
         poller = select.poll()  # poll, not select: no FD_SETSIZE limit
         service_fds = self.services.fds()
-        fds = [self._wake_r, *service_fds]
+        fds = [self.signals.wake_fd, *service_fds]
         fds += [w.events.fd for w in self.workers.values() if not w.events.eof]
         for fd in fds:
             poller.register(fd, select.POLLIN)
@@ -125,10 +123,8 @@ class Master:
             readable = [fd for fd, _ in poller.poll(timeout * 1000)]
         except InterruptedError:
             return
-        if self._wake_r in readable:
-            with contextlib.suppress(OSError):
-                while os.read(self._wake_r, 4096):
-                    pass
+        if self.signals.wake_fd in readable:
+            self.signals.clear_wake()
         if any(fd in service_fds for fd in readable):
             self.services.service()
 
@@ -179,21 +175,8 @@ class Master:
 
     # ---- signals ---------------------------------------------------------------------
 
-    def _install_signals(self) -> None:
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        signal.set_wakeup_fd(self._wake_w)
-        for name in SIGNALS:
-            signal.signal(getattr(signal, name), self._on_signal)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if len(self._queue) < 32:
-            self._queue.append(signum)
-
     def _dispatch_signals(self) -> None:
-        while self._queue:
-            signum = self._queue.pop(0)
-            name = signal.Signals(signum).name[3:].lower()
+        for name in self.signals.pop_names():
             handler = getattr(self, f"handle_{name}", None)
             if handler is not None:
                 handler()
@@ -268,7 +251,7 @@ class Master:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            inherited = [read_fd, self._wake_r, self._wake_w, *self.services.fds()]
+            inherited = [read_fd, *self.signals.fds, *self.services.fds()]
             inherited += [other.events.fd for other in self.workers.values()]
             self.services.close_in_child()
             self.listeners.keep_only(ctx.sockets)
@@ -422,8 +405,7 @@ class Master:
         close_all(self.sockets)
         remove_unix_files(self.settings.bind if self.settings.bind_given else ())
         pidfile.remove(self.settings.pid)
-        with contextlib.suppress(ValueError):
-            signal.set_wakeup_fd(-1)
+        self.signals.uninstall()
 
 
 __all__ = ["CRASH_LIMIT", "CRASH_WINDOW", "Master", "WorkerRecord", "describe_exit"]
