@@ -187,3 +187,21 @@ def test_headers_written_and_handler_finished_follow_flush_and_finish() -> None:
         assert Probe.seen == [False, False, False, True, False, True]
 
     asyncio.run(main())
+
+
+def test_close_after_response_refuses_a_connection_without_the_attribute() -> None:
+    async def main() -> None:
+        Held.release = asyncio.Event()
+        async with serving(tornado.web.Application([("/", Held)])) as (server, port):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(GET)
+            await until(lambda: len(server._current) == 1)
+            (conn,) = server._current.values()
+            del conn._disconnect_on_finish  # as if a Tornado release had renamed it
+            with pytest.raises(AttributeError, match="_disconnect_on_finish"):
+                adapter.close_after_response(conn)
+            conn._disconnect_on_finish = False
+            Held.release.set()
+            writer.close()
+
+    asyncio.run(main())

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
-from tornado.httpserver import HTTPServer
-from tornado.iostream import IOStream
-from tornado.tcpserver import TCPServer
-from tornado.web import RequestHandler
+if TYPE_CHECKING:  # annotations only: importing this module loads none of Tornado
+    from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+    from tornado.httpserver import HTTPServer
+    from tornado.iostream import IOStream
+    from tornado.tcpserver import TCPServer
+    from tornado.web import RequestHandler
 
 
 def open_connections(server: HTTPServer) -> set[HTTP1ServerConnection]:
@@ -50,7 +51,10 @@ def response_finished(conn: HTTP1Connection) -> bool:
 
 def close_after_response(conn: HTTP1Connection) -> None:
     """Close the connection once the current response is written
-    (`HTTP1Connection._disconnect_on_finish`)."""
+    (`HTTP1Connection._disconnect_on_finish`). Raises AttributeError if Tornado no longer
+    has the attribute, since setting a renamed one would silently do nothing."""
+    if "_disconnect_on_finish" not in vars(conn):
+        raise AttributeError("HTTP1Connection has no _disconnect_on_finish")
     conn._disconnect_on_finish = True
 
 
