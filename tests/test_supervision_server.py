@@ -69,6 +69,24 @@ def test_max_requests_recycles_the_worker_without_a_failed_request(
     assert server.stop() == 0
 
 
+@pytest.mark.timeout(90)
+def test_recycling_two_reuse_port_workers_leaves_no_socket_set_unserved(
+    launch: Callable[..., Server],
+) -> None:
+    server = launch(
+        "prodapp:application", "--workers", "2", "--max-requests", "40", app_dir=PROD_APPS
+    )
+    assert server.port is not None
+    originals = server.worker_pids()
+    with Load(server.port, fresh=3, kept=0, seconds=60) as load:
+        wait_until(lambda: not originals & server.worker_pids(), 40, "both workers recycled")
+        served = load.ok
+        wait_until(lambda: load.ok >= served + 120, 20, "requests after the recycling")
+    assert load.failures == [], "a connection landed on a socket set nobody serves"
+    assert len(server.worker_pids()) == 2
+    assert server.stop() == 0
+
+
 @pytest.mark.timeout(60)
 def test_max_lifetime_replaces_workers_first_and_fails_no_request(
     launch: Callable[..., Server],

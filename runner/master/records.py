@@ -24,3 +24,9 @@ class WorkerRecord:
     kill_reason: Literal["retire", "timeout"] = "retire"
     replace_reason: str | None = None  # recycling verdict: replace it, replacement first
     failure: dict[str, Any] | None = None  # the "failed" event, if the app could not load
+
+    @property
+    def retire_order(self) -> tuple[bool, int, float]:
+        """Sorts first the worker a rolling replacement retires next: one due for recycling,
+        then the oldest generation, then the oldest start."""
+        return (self.replace_reason is None, self.generation, self.born)

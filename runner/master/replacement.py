@@ -77,7 +77,7 @@ class RollingReplacement:
                 if not w.retiring
                 and (w.replace_reason is not None or (reloading and w.generation < self.generation))
             ),
-            key=lambda w: (w.generation, w.born),
+            key=lambda w: w.retire_order,
         )
 
     def step(self) -> None:

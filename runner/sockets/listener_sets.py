@@ -7,7 +7,8 @@ worker instead of being reset when the old worker closes its copy, which is what
 worker's own socket when `net.ipv4.tcp_migrate_req` is 0. The master never accepts on them.
 
 A new worker takes the set with the fewest serving workers; ties go to the set whose worker the
-master will retire first (oldest generation, then oldest start), so a rolling replacement takes
+master will retire first (`WorkerRecord.retire_order`: due for recycling, oldest generation,
+oldest start), so a rolling replacement takes
 over its predecessor's set. A set left without workers when there are more sets than wanted
 workers (TTOU) is closed.
 """
@@ -32,11 +33,9 @@ class Member(Protocol):
     @property
     def worker_id(self) -> int: ...
     @property
-    def generation(self) -> int: ...
-    @property
-    def born(self) -> float: ...
-    @property
     def retiring(self) -> bool: ...
+    @property
+    def retire_order(self) -> tuple[bool, int, float]: ...
 
 
 class Roster(Protocol):
@@ -133,7 +132,7 @@ class ListenerSets:
             serving,
             key=lambda i: (
                 len(serving[i]),
-                min(((w.generation, w.born) for w in serving[i]), default=(-1, 0.0)),
+                min((w.retire_order for w in serving[i]), default=(False, -1, 0.0)),
             ),
         )
 
