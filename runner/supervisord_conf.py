@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import BadValue, RunnerError, UsageError
-from .master.loop import CRASH_LIMIT, CRASH_WINDOW
+from .master.crashes import CRASH_LIMIT, CRASH_WINDOW
 from .settings.loading import read_config_file
 from .settings.options import OPTIONS_BY_NAME
 from .settings.parsers import is_app_spec

@@ -147,7 +147,7 @@ def test_sample_supervisord_conf_stops_slower_than_it_drains(tmp_path: Path) -> 
 def test_program_startsecs_outlast_crash_loop_detection(
     workers: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tornado_run.runner.master.loop import CRASH_LIMIT, CRASH_WINDOW
+    from tornado_run.runner.master.crashes import CRASH_LIMIT, CRASH_WINDOW
 
     section = generate(capsys, "myapp:application", "--workers", workers)
     startsecs = int(section.split("startsecs=")[1].split()[0])

@@ -34,7 +34,6 @@ from ..worker.process import WorkerContext
 from ..worker.setup import run_forked_worker
 from ..worker.watchdog import STACK_DUMP_SIGNAL
 from . import pidfile
-from .crashes import CRASH_LIMIT, CRASH_WINDOW, describe_exit
 from .exits import ExitHandling
 from .records import WorkerRecord
 from .replacement import RollingReplacement
@@ -408,4 +407,4 @@ class Master:
         self.signals.uninstall()
 
 
-__all__ = ["CRASH_LIMIT", "CRASH_WINDOW", "Master", "WorkerRecord", "describe_exit"]
+__all__ = ["Master", "WorkerRecord"]
