@@ -16,7 +16,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.ioloop import PeriodicCallback
 
 from .. import lifecycle
@@ -25,8 +24,8 @@ from ..errors import EXIT_FAILURE, EXIT_OK, RunnerError, format_error
 from ..logsetup import reopen_log_files
 from ..settings.options import Settings
 from .appload import load_application
-from .httpserver import DrainingHTTPServer, ProxyTrust
 from .loops import loop_factory
+from .servers import WorkerServer, build_server
 from .watchdog import LoopWatchdog, install_stack_dump
 
 log = logging.getLogger("tornado_run.worker")
@@ -88,7 +87,7 @@ class Worker:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
-        self.server: DrainingHTTPServer | None = None
+        self.server: WorkerServer | None = None
         self.slot = (
             WorkerSlot(ctx.board, ctx.slot)
             if ctx.board is not None and ctx.slot is not None
@@ -108,7 +107,7 @@ class Worker:
             )
         except RunnerError as exc:
             return self._boot_failed(exc)
-        self.server = self._build_server(app)
+        self.server = build_server(self.settings, app)
         self.server.add_sockets(self.ctx.sockets)
         ticker = PeriodicCallback(self.tick, TICK_SECONDS * 1000)
         ticker.start()
@@ -129,18 +128,6 @@ class Worker:
         else:
             sys.stderr.write(format_error(message))
         return exc.code
-
-    def _build_server(self, app: HTTPServerConnectionDelegate) -> DrainingHTTPServer:
-        s = self.settings
-        trust = ProxyTrust(s.forwarded_allow_ips) if s.proxy_headers else None
-        return DrainingHTTPServer(
-            app,
-            proxy_trust=trust,
-            idle_connection_timeout=s.idle_timeout,
-            body_timeout=s.body_timeout,
-            max_body_size=s.max_body_size,
-            max_buffer_size=max(s.max_body_size, 1 << 20),
-        )
 
     async def _shutdown(self, ticker: PeriodicCallback) -> int:
         assert self.server is not None

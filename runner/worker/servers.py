@@ -1,0 +1,52 @@
+"""The HTTP server a worker runs: what the worker asks of it, and how it is built from the
+settings. Every server kind implements `WorkerServer`; the worker knows nothing else of it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Protocol
+
+from tornado.httputil import HTTPServerConnectionDelegate
+
+from ..settings.options import Settings
+from .httpserver import DrainingHTTPServer, ProxyTrust
+
+
+class WorkerServer(Protocol):
+    """An HTTP server on the worker's inherited sockets that counts requests and drains."""
+
+    requests: int
+    """Requests started since the worker began serving."""
+
+    @property
+    def connection_count(self) -> int:
+        """Open HTTP connections."""
+        ...
+
+    def in_flight(self) -> int:
+        """Requests whose headers were read and whose response is not finished."""
+        ...
+
+    def add_sockets(self, sockets: list[socket.socket]) -> None:
+        """Start accepting on listening sockets."""
+        ...
+
+    async def drain(self, timeout: float, on_progress: Callable[[], None] | None = None) -> int:
+        """Stop accepting, finish in-flight requests, close idle connections without losing a
+        request; return how many connections were still open at the deadline."""
+        ...
+
+
+def build_server(settings: Settings, app: HTTPServerConnectionDelegate) -> WorkerServer:
+    """The server the settings ask for, serving `app`."""
+    s = settings
+    trust = ProxyTrust(s.forwarded_allow_ips) if s.proxy_headers else None
+    return DrainingHTTPServer(
+        app,
+        proxy_trust=trust,
+        idle_connection_timeout=s.idle_timeout,
+        body_timeout=s.body_timeout,
+        max_body_size=s.max_body_size,
+        max_buffer_size=max(s.max_body_size, 1 << 20),
+    )
