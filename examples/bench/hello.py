@@ -16,6 +16,20 @@ class Hello(tornado.web.RequestHandler):
         self.write("Hello, world")
 
 
+class Json(tornado.web.RequestHandler):
+    """A small JSON document, as an API endpoint answers."""
+
+    def get(self) -> None:
+        self.write({"message": "Hello, world", "items": [1, 2, 3], "ok": True})
+
+
+class Upload(tornado.web.RequestHandler):
+    """Reads a request body (the benchmark posts 4 KiB) and answers its length."""
+
+    def post(self) -> None:
+        self.write(str(len(self.request.body)))
+
+
 class Pid(tornado.web.RequestHandler):
     """Answers the worker's pid: the benchmark uses it to tell workers apart."""
 
@@ -23,4 +37,6 @@ class Pid(tornado.web.RequestHandler):
         self.write(str(os.getpid()))
 
 
-application = tornado.web.Application([(r"/", Hello), (r"/pid", Pid)])
+application = tornado.web.Application(
+    [(r"/", Hello), (r"/json", Json), (r"/upload", Upload), (r"/pid", Pid)]
+)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .harness import Skip, executable
 
@@ -50,13 +51,21 @@ def load_tool() -> str:
 
 
 def closed_loop(
-    url: str, connections: int, seconds: float, timeout: float = 10.0, tool: str | None = None
+    url: str,
+    connections: int,
+    seconds: float,
+    timeout: float = 10.0,
+    tool: str | None = None,
+    script: Path | None = None,
 ) -> LoadResult:
     """Keep `connections` keep-alive connections busy on `url` for `seconds`, with `tool`
-    ("wrk" or "ab"; default: whichever is installed, wrk first)."""
+    ("wrk" or "ab"; default: whichever is installed, wrk first). `script` is a wrk Lua script
+    (e.g. one that POSTs a body); with one, only wrk will do."""
     tool = tool or load_tool()
+    if script is not None and tool != "wrk":
+        raise Skip(f"this row needs wrk to run {script.name}: apt-get install wrk")
     if tool == "wrk":
-        return _run_wrk(url, connections, seconds, timeout)
+        return _run_wrk(url, connections, seconds, timeout, script)
     return _run_ab(url, connections, seconds, timeout)
 
 
@@ -83,10 +92,14 @@ def _duration_ms(text: str) -> float:
     return float(match[1]) * _UNITS_MS[match[2]]
 
 
-def _run_wrk(url: str, connections: int, seconds: float, timeout: float) -> LoadResult:
+def _run_wrk(
+    url: str, connections: int, seconds: float, timeout: float, script: Path | None = None
+) -> LoadResult:
     threads = max(1, min(2, connections))
     whole = max(1, round(seconds))  # wrk takes whole seconds only
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{whole}s"]
+    if script is not None:
+        command += ["-s", str(script)]
     command += [f"--timeout={timeout:g}s", "--latency", url]
     return parse_wrk(_run(command, seconds))
 

@@ -4,7 +4,8 @@
     python examples/bench/run.py --quick         # a few seconds per row: a smoke test
     python examples/bench/run.py --only hello,cpu
 
-Sections: hello (tornado-run vs raw fork_processes vs gunicorn -k tornado), async (the
+Sections: hello (tornado-run vs raw fork_processes vs gunicorn -k tornado), http (--http
+fast vs --http tornado on hello, JSON and a 4 KiB POST), async (the
 seed's async-tasks table), forward (blocking vs async HTTP client in a proxy), cpu (/slow as a
 fraction of the physical limit, /fast p99, and overload at 4x), dispatch
 (examples/bench/dispatch.py), reload (failed requests across HUPs) and spread (connections per
@@ -28,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: make `examples.bench` importab
 from examples.bench import report
 from examples.bench.harness import REPO_ROOT, Skip
 from examples.bench.plan import Section, Settings
+from examples.bench.sections_http import http_sections
 from examples.bench.sections_offload import (
     async_section,
     cpu_sections,
@@ -41,6 +43,7 @@ RESULTS = REPO_ROOT / "examples" / "bench" / "results"
 
 SECTIONS: dict[str, Callable[[Settings, Log], list[Section]]] = {
     "hello": lambda s, log: [hello_section(s, log)],
+    "http": http_sections,
     "async": lambda s, log: [async_section(s, log)],
     "forward": lambda s, log: [forward_section(s, log)],
     "cpu": cpu_sections,
