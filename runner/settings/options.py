@@ -71,7 +71,7 @@ class Settings:
     bind: tuple[BindSpec, ...] = option(
         (parse_bind("127.0.0.1:8000"),),
         p.parse_bind_list,
-        "listen on HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660] or fd://N (repeatable)",
+        "listen on HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660&group=NAME] or fd://N (repeatable)",
         "ADDRESS",
         repeatable=True,
     )
