@@ -16,7 +16,7 @@ from ..sockets.binding import BindSpec, parse_bind
 from . import parsers as p
 
 REUSE_PORT_DEFAULT = True
-"""Chosen from the measured connection spread (README, production master section): balanced,
+"""Chosen from the measured connection spread (docs/launcher.md, balanced sockets): balanced,
 and as lossless on HUP, recycling and crashes as the shared socket (see listener_sets.py)."""
 
 
