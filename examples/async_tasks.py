@@ -56,6 +56,7 @@ class Blocking(tornado.web.RequestHandler):
         self.write({"variant": "blocking"})
 
 
+# --8<-- [start:background]
 class Background(tornado.web.RequestHandler):
     """Fire and forget: answer now; the job runs in the thread pool, errors are logged, and a
     graceful stop waits for it."""
@@ -63,6 +64,9 @@ class Background(tornado.web.RequestHandler):
     def get(self) -> None:
         background(slow_job, _ms(self), pool="thread")
         self.write({"variant": "background", "queued": True})
+
+
+# --8<-- [end:background]
 
 
 class Coroutine(tornado.web.RequestHandler):

@@ -45,6 +45,7 @@ def legacy_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=2, thread_name_prefix="legacy")
 
 
+# --8<-- [start:run-on-executor]
 class Legacy(tornado.web.RequestHandler):
     """Unchanged Tornado code: only the import of `run_on_executor` moved."""
 
@@ -74,6 +75,10 @@ class Lookup(tornado.web.RequestHandler):
         self.write(await self.fetch_row(int(key)))
 
 
+# --8<-- [start:check-cancelled]
+# --8<-- [end:run-on-executor]
+
+
 @unblock(pool="db")
 def build_report(rows: int) -> dict[str, int]:
     """Process `rows` slow rows; gives up at the next row once the caller's timeout passed."""
@@ -89,6 +94,9 @@ def build_report(rows: int) -> dict[str, int]:
             _stopped_early += 1
         raise
     return {"rows": done}
+
+
+# --8<-- [end:check-cancelled]
 
 
 class Report(tornado.web.RequestHandler):

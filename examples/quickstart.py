@@ -18,6 +18,7 @@ import tornado.web
 from tornado_run.decorators import unblock
 
 
+# --8<-- [start:fib]
 @unblock(pool="process", timeout=10)
 def fib(n: int) -> int:
     """The n-th Fibonacci number, computed slowly in the process pool."""
@@ -28,11 +29,15 @@ def _fib(n: int) -> int:
     return n if n < 2 else _fib(n - 1) + _fib(n - 2)
 
 
+# --8<-- [end:fib]
+
+
 class Hello(tornado.web.RequestHandler):
     def get(self) -> None:
         self.write({"hello": "world", "pid": os.getpid()})
 
 
+# --8<-- [start:hash]
 class Hash(tornado.web.RequestHandler):
     @unblock
     def get(self, password: str) -> dict[str, str]:
@@ -41,11 +46,18 @@ class Hash(tornado.web.RequestHandler):
         return {"pbkdf2_sha256": digest.hex()}
 
 
+# --8<-- [end:hash]
+
+
+# --8<-- [start:fib-handler]
 class Fib(tornado.web.RequestHandler):
     async def get(self, n: str) -> None:
         if int(n) > 32:
             raise tornado.web.HTTPError(400, reason="n must be at most 32")
         self.write({"n": int(n), "fib": await fib(int(n))})
+
+
+# --8<-- [end:fib-handler]
 
 
 application = tornado.web.Application(

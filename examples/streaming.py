@@ -27,6 +27,7 @@ def _int_argument(handler: tornado.web.RequestHandler, name: str, default: int, 
     return int(raw)
 
 
+# --8<-- [start:countdown]
 class Countdown(tornado.web.RequestHandler):
     """`/countdown/N`: N lines, one every `interval_ms` (default 200), then `liftoff`."""
 
@@ -37,6 +38,9 @@ class Countdown(tornado.web.RequestHandler):
             yield f"{i}\n"
             time.sleep(interval)  # stands for any blocking producer: a cursor, a file, a socket
         yield "liftoff\n"
+
+
+# --8<-- [end:countdown]
 
 
 class Export(tornado.web.RequestHandler):

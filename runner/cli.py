@@ -37,7 +37,7 @@ EPILOG = """\
 examples:
   tornado-run myapp:application
   tornado-run myapp:application --workers auto --bind 0.0.0.0:8000
-  tornado-run myapp:make_app --factory --bind unix:/run/myapp.sock?mode=0660
+  tornado-run myapp:make_app --factory --bind 'unix:/run/myapp.sock?mode=0660&group=www-data'
   tornado-run myapp:application --no-master --bind fd://0     (supervisord fcgi-program)
   tornado-run myapp:application --config /etc/myapp/tornado-run.toml --check
   tornado-run status --pid /run/myapp.pid

@@ -62,12 +62,23 @@ def parse_bind(text: str) -> BindSpec:
         raise UsageError(f"--bind {text!r}: {exc}") from None
 
 
-def supervisor_socket(spec: BindSpec, directory: str | None) -> tuple[str, list[str]]:
+def supervisor_socket(
+    spec: BindSpec, directory: str | None, user: str | None
+) -> tuple[str, list[str]]:
     """supervisord's `socket=` URL for an address it should own, and extra `socket_*` lines.
-    A relative unix path is taken from the program's directory (else the current one)."""
+    A relative unix path is taken from the program's directory (else the current one); a
+    `group=` becomes `socket_owner=USER:GROUP`, which needs the program's `--user`."""
     if spec.kind == "unix":
         path = os.path.abspath(os.path.join(directory or os.getcwd(), spec.path))
-        return f"unix://{path}", [f"socket_mode=0{spec.mode:o}"]
+        lines = [f"socket_mode=0{spec.mode:o}"]
+        if spec.group and not user:
+            raise UsageError(
+                f"--bind {spec.text!r}: in fcgi mode supervisord owns the socket; group= "
+                "needs --user for its socket_owner=USER:GROUP"
+            )
+        if spec.group:
+            lines.append(f"socket_owner={user}:{spec.group}")
+        return f"unix://{path}", lines
     if spec.kind != "tcp" or ":" in spec.host or not 1 <= spec.port <= 65535:
         raise UsageError(
             f"--bind {spec.text!r}: fcgi mode needs one IPv4-or-hostname HOST:PORT (port 1 to "
@@ -236,7 +247,7 @@ def _check(args: argparse.Namespace) -> list[BindSpec]:
             f"--bind {' '.join(b.text for b in binds)!r}: fcgi mode needs exactly one address, "
             "which supervisord owns"
         )
-    supervisor_socket(binds[0], args.directory)
+    supervisor_socket(binds[0], args.directory, args.user)
     return binds
 
 
@@ -269,7 +280,7 @@ def render(args: argparse.Namespace, binds: list[BindSpec], extra: Sequence[str]
     lines = [f"[{'fcgi-program' if fcgi else 'program'}:{args.name}]"]
     lines.append(f"command={_escape(_command(args, binds, extra))}")
     if fcgi:
-        url, socket_lines = supervisor_socket(binds[0], args.directory)
+        url, socket_lines = supervisor_socket(binds[0], args.directory, args.user)
         lines += [f"socket={_escape(url)}", f"socket_backlog={SOCKET_BACKLOG}", *socket_lines]
         lines.append(f"numprocs={args.numprocs or 2}")
         lines.append("process_name=%(program_name)s_%(process_num)02d")

@@ -163,6 +163,27 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
     ),
     ("unix bad mode", [*HELLO, "--bind", "unix:/tmp/x.sock?mode=999"], {}, 2, "mode must be octal"),
     (
+        "unix unknown group",
+        [*HELLO, "--bind", "unix:/tmp/x-group.sock?mode=0660&group=no-such-group", "--check"],
+        {},
+        2,
+        "unknown group 'no-such-group'",
+    ),
+    (
+        "unix unknown parameter",
+        [*HELLO, "--bind", "unix:/tmp/x.sock?owner=www-data"],
+        {},
+        2,
+        "unix:PATH?mode=0660&group=NAME",
+    ),
+    (
+        "unix group not a name",
+        [*HELLO, "--bind", "unix:/tmp/x.sock?group=a b"],
+        {},
+        2,
+        "group 'a b' is not a group name",
+    ),
+    (
         "fd not open",
         [*HELLO, "--bind", "fd://999", "--check"],
         {},

@@ -120,3 +120,17 @@ def test_port_zero_is_resolved_once_for_all_workers(launch: Callable[..., Server
     assert server.port and server.port > 0
     assert server.log().count("Listening at") == 1
     assert os.getpid() != server.pid
+
+
+def test_a_unix_socket_can_be_given_to_a_group(
+    launch: Callable[..., Server], tmp_path: Path
+) -> None:
+    """`group=` beside `mode=`: the socket file belongs to that group before anyone connects."""
+    gid = os.getgroups()[-1] if os.getuid() != 0 else 33  # root may pick any group
+    path = tmp_path / "app.sock"
+    server = launch("hello:application", bind=f"unix:{path}?mode=0660&group={gid}")
+    info = path.stat()
+    assert (info.st_gid, stat.S_IMODE(info.st_mode)) == (gid, 0o660)
+    assert server.get_json("/pid")[0] == 200
+    assert server.stop() == 0
+    assert not path.exists()

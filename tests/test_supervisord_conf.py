@@ -70,6 +70,18 @@ def test_fcgi_section_hands_one_supervisor_socket_to_numprocs_processes(
         assert proc.stdout_logfile == str(tmp_path / f"{proc.name}.log")
 
 
+def test_fcgi_unix_socket_with_a_group_is_owned_by_the_user_and_that_group(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sock = tmp_path / "api.sock"
+    section = generate(
+        capsys, "myapp:application", "--mode", "fcgi", "--name", "api", "--user", "nobody",
+        "--bind", f"unix:{sock}?mode=0660&group=www-data", "--log-dir", str(tmp_path),
+    )  # fmt: skip
+    assert "socket_owner=nobody:www-data\n" in section and "socket_mode=0660\n" in section
+    assert len(parse_programs(tmp_path, section)) == 2  # supervisord accepts the owner
+
+
 def test_stopwaitsecs_follows_the_config_files_graceful_timeout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -103,6 +115,10 @@ def test_stopwaitsecs_follows_the_config_files_graceful_timeout(
         (["myapp:application", "--numprocs", "2"], "--numprocs 2"),
         (["myapp:application", "--mode", "fcgi", "--workers", "2"], "--workers 2"),
         (["myapp:application", "--mode", "fcgi", "--bind", "fd://3"], "fd://3"),
+        (
+            ["myapp:application", "--mode", "fcgi", "--bind", "unix:/tmp/a.sock?group=www-data"],
+            "group=",
+        ),
         (["myapp:application", "--mode", "fcgi", "--bind", "a:1", "--bind", "b:2"], "a:1 b:2"),
         (["myapp:application", "--environment", "NOVALUE"], "'NOVALUE'"),
         (["myapp:application", "--startsecs", "-5"], "'-5'"),

@@ -21,6 +21,7 @@ from tornado_run.decorators import unblock
 from examples.bench.apps import SLOW_MS, Fast
 from examples.cpu import burn
 
+# --8<-- [start:cluster]
 POOL = "cluster"
 
 
@@ -33,6 +34,9 @@ def slow_on_cluster(ms: int) -> int:
 class SlowOnCluster(tornado.web.RequestHandler):
     async def get(self) -> None:
         self.write({"checksum": await slow_on_cluster(SLOW_MS)})
+
+
+# --8<-- [end:cluster]
 
 
 application = tornado.web.Application([(r"/fast", Fast), (r"/slow", SlowOnCluster)])

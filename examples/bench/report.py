@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -100,14 +101,30 @@ CHART_METRICS = {  # section key -> (figure, label) drawn as a bar per row
 }
 
 
+OURS, PEERS = "#d9541e", "#8a96a3"  # tornado-run's rows stand out; peers and baselines in grey
+
+
+def is_ours(row_name: str) -> bool:
+    """A row that measures tornado-run (the launcher, @unblock, background()), not a peer or
+    a baseline such as raw fork_processes, gunicorn, the stdlib pool or a blocking handler."""
+    return row_name.startswith("tornado-run") or "@unblock" in row_name or "background(" in row_name
+
+
+def bar_label(value: float) -> str:
+    """A bar's value as printed beside it: 7,432 / 59.2 / 0.94 / 0.298 / 0."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def write_chart(path: Path, sections: list[Section]) -> str | None:
-    """Draw one bar chart per charted section into `path`; returns a note when matplotlib is
+    """Draw one bar chart per charted section into `path`: tornado-run's bars in colour, the
+    peers' in grey, each bar's value printed at its end. Returns a note when matplotlib is
     missing (install the `bench` extra) instead of failing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         return "no chart: matplotlib is not installed (pip install -e '.[bench]')"
     charted = [s for s in sections if s.key in CHART_METRICS and _bars(s)]
@@ -116,15 +133,20 @@ def write_chart(path: Path, sections: list[Section]) -> str | None:
     fig, axes = plt.subplots(len(charted), 1, figsize=(9, 2.6 * len(charted)), squeeze=False)
     for axis, section in zip(axes[:, 0], charted, strict=True):
         names, values = zip(*_bars(section), strict=True)
-        axis.barh(names, values, color="#3b7dd8")
+        colours = [OURS if is_ours(name) else PEERS for name in names]
+        bars = axis.barh(names, values, color=colours)
+        axis.bar_label(bars, labels=[bar_label(v) for v in values], padding=3, fontsize=8)
         axis.set_title(CHART_METRICS[section.key][1], fontsize=10)
         axis.invert_yaxis()
         axis.tick_params(labelsize=8)
+        axis.margins(x=0.15)  # room for the value labels
         if section.key == "async":
             axis.set_xscale("log")
         if section.key == "cpu":
             axis.axvline(1.0, color="#888", linestyle="--", linewidth=1)  # the physical limit
-    fig.tight_layout()
+    legend = [Patch(color=OURS, label="tornado-run"), Patch(color=PEERS, label="peers, baselines")]
+    fig.legend(handles=legend, loc="upper right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
@@ -134,3 +156,37 @@ def _bars(section: Section) -> list[tuple[str, float]]:
     key = CHART_METRICS[section.key][0]
     bars = [(r.name, v) for r in section.rows if (v := r.values.get(key)) is not None]
     return [(n, v) for n, v in bars if v > 0] if section.key == "async" else bars  # log axis
+
+
+def read_sections(path: Path) -> list[Section]:
+    """The sections of a results.json written by `write_json`, for drawing the chart again."""
+    payload = json.loads(path.read_text())
+    return [
+        Section(
+            key=raw["key"],
+            title=raw["title"],
+            columns=[],
+            rows=[
+                Row(r["name"], dict(r.get("values", {})), r.get("note", "")) for r in raw["rows"]
+            ],
+        )
+        for raw in payload["sections"]
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m examples.bench.report RESULTS.json CHART.png`: draw the chart again from
+    stored results, without running the benchmark."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m examples.bench.report RESULTS.json CHART.png", file=sys.stderr)
+        return 2
+    note = write_chart(Path(args[1]), read_sections(Path(args[0])))
+    if note:
+        print(note, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,7 @@ from ..sockets.binding import BindSpec, parse_bind
 from . import parsers as p
 
 REUSE_PORT_DEFAULT = True
-"""Chosen from the measured connection spread (README, production master section): balanced,
+"""Chosen from the measured connection spread (docs/launcher.md, balanced sockets): balanced,
 and as lossless on HUP, recycling and crashes as the shared socket (see listener_sets.py)."""
 
 
@@ -71,7 +71,7 @@ class Settings:
     bind: tuple[BindSpec, ...] = option(
         (parse_bind("127.0.0.1:8000"),),
         p.parse_bind_list,
-        "listen on HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660] or fd://N (repeatable)",
+        "listen on HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660&group=NAME] or fd://N (repeatable)",
         "ADDRESS",
         repeatable=True,
     )

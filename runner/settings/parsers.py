@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..control.metrics import parse_address
 from ..errors import BadValue
-from ..sockets.binding import BindSpec, parse_bind
+from ..sockets.binding import BIND_FORMS, BindSpec, parse_bind
 from ..worker.privileges import parse_umask
 
 MAX_WORKERS = 1024
@@ -56,7 +56,7 @@ def parse_workers(raw: object) -> int | str:
 
 
 def parse_bind_list(raw: object) -> tuple[BindSpec, ...]:
-    allowed = "use HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660] or fd://N"
+    allowed = BIND_FORMS
     if isinstance(raw, list):
         items = [str(item) if isinstance(item, str) else "" for item in raw]
     elif isinstance(raw, str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import os
 import re
 import socket
@@ -16,7 +17,10 @@ from tornado.netutil import bind_sockets
 
 from ..errors import BadValue, UsageError
 
-BIND_FORMS = "use HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660] or fd://N"
+BIND_FORMS = "use HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660&group=NAME] or fd://N"
+UNIX_QUERY = (
+    "use unix:PATH?mode=0660&group=NAME (mode octal, group a name or a number; both optional)"
+)
 DEFAULT_UNIX_MODE = 0o660
 SYSTEMD_FIRST_FD = 3
 
@@ -31,6 +35,7 @@ class BindSpec:
     port: int = 0
     path: str = ""
     mode: int = DEFAULT_UNIX_MODE
+    group: str = ""  # unix: the socket file's group (a name or a gid); "" keeps the master's
     fd: int = -1
 
 
@@ -61,13 +66,42 @@ def _parse_unix(text: str) -> BindSpec:
     path, _, query = text[len("unix:") :].partition("?")
     if not path:
         raise BadValue("unix:PATH needs a path, e.g. unix:/run/app.sock")
+    params = _unix_params(query)
     mode = DEFAULT_UNIX_MODE
-    if query:
-        match = re.fullmatch(r"mode=(0o?)?([0-7]{3,4})", query)
+    if "mode" in params:
+        match = re.fullmatch(r"(0o?)?([0-7]{3,4})", params["mode"])
         if not match:
             raise BadValue("the unix socket mode must be octal, e.g. unix:/run/app.sock?mode=0660")
         mode = int(match.group(2), 8)
-    return BindSpec(text, "unix", path=path, mode=mode)
+    group = params.get("group", "")
+    if "group" in params and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?", group):
+        raise BadValue(f"group '{group}' is not a group name or number, e.g. group=www-data")
+    return BindSpec(text, "unix", path=path, mode=mode, group=group)
+
+
+def _unix_params(query: str) -> dict[str, str]:
+    """`mode=0660&group=www-data` as a dict; each key once, no other keys."""
+    params: dict[str, str] = {}
+    for item in query.split("&") if query else []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("mode", "group") or key in params:
+            raise BadValue(UNIX_QUERY)
+        params[key] = value
+    return params
+
+
+def unix_group_id(spec: BindSpec) -> int:
+    """The gid for `spec.group` (-1 for none); `UsageError` naming the group if unknown."""
+    if not spec.group:
+        return -1
+    if spec.group.isdigit():
+        return int(spec.group)
+    try:
+        return grp.getgrnam(spec.group).gr_gid
+    except KeyError:
+        raise UsageError(
+            f"--bind {spec.text}: unknown group '{spec.group}' (no such group on this machine)"
+        ) from None
 
 
 def bind_all(specs: tuple[BindSpec, ...], backlog: int) -> list[socket.socket]:
@@ -114,17 +148,34 @@ def _bind_unix(spec: BindSpec, backlog: int) -> socket.socket:
     path = Path(spec.path)
     if not path.parent.is_dir():
         raise UsageError(f"--bind {spec.text}: directory {path.parent} does not exist")
+    gid = unix_group_id(spec)
     _remove_stale_unix_socket(spec, path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         sock.bind(str(path))
+        _set_group(spec, path, gid)
         os.chmod(path, spec.mode)
         sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _set_group(spec: BindSpec, path: Path, gid: int) -> None:
+    """Give the socket file to `gid`, before it listens, so a proxy in that group (nginx's
+    www-data workers) can connect under a mode such as 0660 that shuts everyone else out."""
+    if gid < 0:
+        return
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        path.unlink()
+        raise UsageError(
+            f"--bind {spec.text}: cannot give the socket to group '{spec.group}' "
+            "(permission denied: the master must be root or a member of that group)"
+        ) from None
 
 
 def _remove_stale_unix_socket(spec: BindSpec, path: Path) -> None:

@@ -1,0 +1,97 @@
+"""The documentation stays true: the option reference is the option table, the README's links
+lead to files that exist, every Python sample in the pages runs, every TOML sample passes
+tornado-run's own config loader, and the README's test command is the one CI runs. (Samples
+included from examples/ and conf/ with `--8<--` are checked by `mkdocs build --strict`.)"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from tornado_run.decorators.pools.config import specs_from_table
+from tornado_run.runner.settings import reference
+from tornado_run.runner.settings.loading import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+PAGES = sorted((ROOT / "docs").rglob("*.md"))
+FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def samples(language: str) -> list[tuple[str, str]]:
+    """(where, code) for each fenced block in `language` in the README and the pages, except
+    blocks that include a file (`--8<--`)."""
+    found = []
+    for path in [README, *PAGES]:
+        text = path.read_text()
+        for match in FENCE.finditer(text):
+            if match.group(1) == language and "--8<--" not in match.group(2):
+                line = text.count("\n", 0, match.start()) + 1
+                found.append((f"{path.relative_to(ROOT)}:{line}", match.group(2)))
+    return found
+
+
+def test_option_reference_is_generated_from_the_option_table() -> None:
+    page = ROOT / "docs" / "reference" / "options.md"
+    assert page.read_text() == reference.render(), f"out of date; run: {reference.COMMAND}"
+
+
+def test_option_reference_names_every_option_with_its_flag_and_variable() -> None:
+    from tornado_run.runner.settings.options import OPTIONS
+
+    text = reference.render()
+    for option in OPTIONS:
+        assert f"`{option.env}`" in text and f"`{option.name}`" in text
+        assert option.flag in text
+
+
+def test_readme_links_lead_to_files_that_exist() -> None:
+    links = LINK.findall(README.read_text())
+    local = [link for link in links if not re.match(r"[a-z]+:", link)]
+    assert "examples/bench/chart.png" in local  # the chart is shown inline
+    assert any(link.startswith("docs/") for link in local)
+    for link in local:
+        target = ROOT / unquote(link.split("#", 1)[0])
+        assert target.is_file(), f"README links to {link}, which does not exist"
+
+
+def test_readme_test_command_is_the_one_ci_runs_last() -> None:
+    ci_last = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    commands = FENCE.search(README.read_text())
+    assert commands is not None and ci_last in commands.group(2).splitlines()
+
+
+@pytest.mark.parametrize(("where", "code"), [pytest.param(*s, id=s[0]) for s in samples("python")])
+def test_python_sample_runs(where: str, code: str, tmp_path: Path) -> None:
+    """Each sample runs as a script of its own (imports, declarations, classes)."""
+    script = tmp_path / "sample.py"
+    script.write_text(code)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, f"{where}:\n{result.stderr}"
+
+
+@pytest.mark.parametrize(("where", "code"), [pytest.param(*s, id=s[0]) for s in samples("toml")])
+def test_toml_sample_passes_the_config_loader(where: str, code: str, tmp_path: Path) -> None:
+    config = tmp_path / "sample.toml"
+    config.write_text(code)
+    tables = tomllib.loads(code)
+    settings = load_settings("myapp:application", {}, str(config), environ={})
+    assert specs_from_table(tables.get("pools", {}), ("thread", "process", "dask")) is not None
+    assert settings.pools == tables.get("pools", {}), where
+
+
+def test_there_are_samples_to_check() -> None:
+    assert len(samples("python")) >= 4 and len(samples("toml")) >= 3
