@@ -136,8 +136,9 @@ def test_an_abandoned_reload_tells_systemd_it_is_ready_again_and_why(
     server.send_signal(signal.SIGHUP)
     reloading = systemd.wait_for("RELOADING")
     abandoned = systemd.wait_for("READY", after=systemd.received.index(reloading))
-    assert abandoned["STATUS"].startswith("Reload to generation 1 abandoned (")
-    assert "old workers serve: 2 of 2 worker(s) serving (generation 0)" in abandoned["STATUS"]
+    assert abandoned["STATUS"].startswith("Reload to generation 1 abandoned (cannot import")
+    assert "syntax error in" in abandoned["STATUS"]
+    assert "), old workers kept: 2 of 2 worker(s) serving (generation 0)" in abandoned["STATUS"]
     assert server.get_json("/pid")[1]["version"] == "v1"
 
     _write_app(app_dir, "v2")
@@ -245,3 +246,14 @@ def test_without_notify_socket_nothing_is_sent(tmp_path: Path, path_systemd: Fak
     assert "SOCK_DGRAM" not in quiet and "sendto(" not in quiet
     told = _master_syscalls(tmp_path, path_systemd.env(WATCHDOG_USEC="400000"))
     assert "SOCK_DGRAM" in told and "READY=1" in told  # the trace does see notifications
+
+
+@pytest.mark.timeout(60)
+def test_no_master_warns_that_it_does_not_notify(
+    launch: Callable[..., Server], path_systemd: FakeSystemd
+) -> None:
+    server = launch("hello:application", "--no-master", env=path_systemd.env(), wait_ready=False)
+    server.wait_for_log(r"--no-master does not notify systemd")
+    assert server.get_json("/pid")[0] == 200
+    assert path_systemd.drain() == []
+    assert server.stop() == 0

@@ -84,7 +84,7 @@ class ExitHandling:
             log.error(
                 "reload abandoned: the new worker could not load the app; old workers keep serving"
             )
-            self.rolling.abandon(message.splitlines()[0][:120] if message else "boot failed")
+            self.rolling.abandon(message.splitlines()[0][:200] if message else "boot failed")
             return
         if self.master.booted:
             self._count_crash(worker)

@@ -106,8 +106,7 @@ class Master:
                 self.listeners.maintain(self)
                 self.notifier.tick()
                 if self.exit_code is None:
-                    wait = _KILL_WAIT if self._kill_pending() else _LOOP_WAIT
-                    self._wait(self.notifier.wait_cap(wait))
+                    self._wait(_KILL_WAIT if self._kill_pending() else _LOOP_WAIT)
             return self.exit_code
         except Exception:
             log.exception("master failed")
@@ -124,7 +123,7 @@ class Master:
         for fd in fds:
             poller.register(fd, select.POLLIN)
         try:
-            readable = [fd for fd, _ in poller.poll(timeout * 1000)]
+            readable = [fd for fd, _ in poller.poll(self.notifier.wait_cap(timeout) * 1000)]
         except InterruptedError:
             return
         if self.signals.wake_fd in readable:

@@ -106,7 +106,7 @@ class SystemdNotifier:
             return
         self.reloading = False
         generation = self.master.rolling.generation
-        self.phase = f"Reload to generation {generation} abandoned ({reason}); old workers serve"
+        self.phase = f"Reload to generation {generation} abandoned ({reason}), old workers kept"
         self._send("READY=1", self._status())
 
     def stopping(self, graceful: bool) -> None:
