@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from runner_support import APPS, TORNADO_RUN, clean_env, wait_until
+from runner_support import APPS, TORNADO_RUN, clean_env, http_get, wait_until
 from tornado_run.runner.cpus import cgroup_cpu_folders
 
 PERIOD = 100_000
@@ -121,7 +121,7 @@ def test_workers_auto_counts_a_one_cpu_quota_on_a_parent_cgroup(
 
 
 @pytest.mark.timeout(60)
-def test_a_server_in_a_one_cpu_cgroup_starts_one_worker(
+def test_a_server_in_a_one_cpu_cgroup_starts_one_worker_and_sizes_pools_for_one_core(
     nested_cgroups: tuple[CpuHierarchy, Path, Path], tmp_path: Path
 ) -> None:
     hierarchy, parent, child = nested_cgroups
@@ -143,6 +143,10 @@ def test_a_server_in_a_one_cpu_cgroup_starts_one_worker(
         assert "Ready: 1 worker(s) serving" in log.read_text()
         members = (child / "cgroup.procs").read_text().split()
         assert len(members) == 2  # the master and its one worker
+        match = re.search(r"Listening at http://127.0.0.1:(\d+)", log.read_text())
+        assert match is not None
+        env = http_get(int(match.group(1)), "/env").json()
+        assert env["TORNADO_RUN_CPU_SHARE"] == "1"  # what a process pool of size auto uses
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -257,3 +257,26 @@ def test_no_master_warns_that_it_does_not_notify(
     assert server.get_json("/pid")[0] == 200
     assert path_systemd.drain() == []
     assert server.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_an_unreachable_notify_socket_is_one_warning_and_the_server_runs_on(
+    launch: Callable[..., Server], tmp_path: Path
+) -> None:
+    env = {"NOTIFY_SOCKET": str(tmp_path / "gone.sock"), "WATCHDOG_USEC": "200000"}
+    server = launch("hello:application", "--workers", "1", env=env)
+    server.wait_for_log(r"cannot notify systemd at")
+    time.sleep(1.0)  # ten watchdog pings' worth
+    assert server.get_json("/pid")[0] == 200
+    assert server.log().count("cannot notify systemd") == 1
+    assert server.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_an_unsupported_notify_socket_kind_is_named_and_ignored(
+    launch: Callable[..., Server],
+) -> None:
+    server = launch("hello:application", "--workers", "1", env={"NOTIFY_SOCKET": "vsock:2:9"})
+    assert "NOTIFY_SOCKET='vsock:2:9': only path and @abstract sockets" in server.log()
+    assert server.get_json("/pid")[0] == 200
+    assert server.stop() == 0
