@@ -202,6 +202,11 @@ def _check(settings: Settings, sockets: list[socket.socket], workers: int) -> in
 def _serve_here(settings: Settings, sockets: list[socket.socket]) -> int:
     for sock in sockets:
         log.info("Listening at %s (no master, pid %d)", describe(sock), os.getpid())
+    if os.environ.get("NOTIFY_SOCKET"):
+        log.warning(
+            "--no-master does not notify systemd (NOTIFY_SOCKET is set): a Type=notify unit "
+            "needs the master; use Type=exec with --no-master"
+        )
     pidfile.write(settings.pid)
     try:
         return run_worker(WorkerContext(settings, sockets, cpu_share=usable_cores()))

@@ -40,11 +40,13 @@ T = TypeVar("T")
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without TORNADO_RUN_*, WEB_CONCURRENCY or LISTEN_*."""
+    """This process's environment without TORNADO_RUN_*, WEB_CONCURRENCY, LISTEN_* or
+    systemd's NOTIFY_SOCKET and WATCHDOG_* (a test run from a systemd unit)."""
+    dropped = ("TORNADO_RUN_", "LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_")
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("TORNADO_RUN_", "LISTEN_")) and key != "WEB_CONCURRENCY"
+        if not key.startswith(dropped) and key != "WEB_CONCURRENCY"
     }
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})

@@ -94,26 +94,74 @@ def test_workers_auto_follows_cpu_affinity() -> None:
     assert f"{len(os.sched_getaffinity(0))} worker(s)" in full.stdout
 
 
+V2_MOUNTS = "30 23 0:26 / {root} rw,nosuid - cgroup2 cgroup2 rw\n"
+V1_MOUNTS = (
+    "31 23 0:28 / {root}/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+    "32 23 0:29 / {root}/cpuset rw - cgroup cgroup rw,cpuset\n"
+)
+CONTAINER_MOUNTS = "40 23 0:26 /lxc/box {root} rw - cgroup2 cgroup2 rw\n"
+
+
 @pytest.mark.parametrize(
-    ("files", "expected"),
+    ("membership", "mounts", "files", "expected"),
     [
-        ({"cpu.max": "50000 100000\n"}, 1),
-        ({"cpu.max": "150000 100000\n"}, 2),
-        ({"cpu.max": "max 100000\n"}, None),
-        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
-        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-        ({}, None),
+        pytest.param("0::/app\n", V2_MOUNTS, {"app/cpu.max": "50000 100000\n"}, 1, id="v2-own"),
+        pytest.param(
+            "0::/slice/app\n",
+            V2_MOUNTS,
+            {"slice/cpu.max": "100000 100000\n", "slice/app/cpu.max": "max 100000\n"},
+            1,
+            id="v2-parent",
+        ),
+        pytest.param(
+            "0::/app\n", V2_MOUNTS, {"app/cpu.max": "150000 100000\n"}, 2, id="v2-rounds-up"
+        ),
+        pytest.param("0::/app\n", V2_MOUNTS, {"app/cpu.max": "max 100000\n"}, None, id="v2-max"),
+        pytest.param(
+            "3:cpuset:/\n2:cpu,cpuacct:/a/b\n0::/\n",
+            V1_MOUNTS,
+            {
+                "cpu,cpuacct/a/cpu.cfs_quota_us": "100000\n",
+                "cpu,cpuacct/a/cpu.cfs_period_us": "100000\n",
+                "cpu,cpuacct/a/b/cpu.cfs_quota_us": "-1\n",
+                "cpu,cpuacct/a/b/cpu.cfs_period_us": "100000\n",
+            },
+            1,
+            id="v1-parent",
+        ),
+        pytest.param(
+            "2:cpu,cpuacct:/a\n",
+            V1_MOUNTS,
+            {
+                "cpu,cpuacct/a/cpu.cfs_quota_us": "-1\n",
+                "cpu,cpuacct/a/cpu.cfs_period_us": "100000\n",
+            },
+            None,
+            id="v1-no-quota",
+        ),
+        pytest.param(
+            "0::/lxc/box/web\n",
+            CONTAINER_MOUNTS,
+            {"web/cpu.max": "100000 100000\n"},
+            1,
+            id="container-mounts-its-own-subtree",
+        ),
+        pytest.param("0::/app\n", "", {}, None, id="no-cgroup-mount"),
     ],
 )
-def test_usable_cores_honours_cgroup_quotas(
-    tmp_path: Path, files: dict[str, str], expected: int | None
+def test_usable_cores_honours_the_smallest_cgroup_quota_on_the_process_path(
+    tmp_path: Path, membership: str, mounts: str, files: dict[str, str], expected: int | None
 ) -> None:
+    proc, root = tmp_path / "proc", tmp_path / "cgroup"
+    proc.mkdir()
+    (proc / "cgroup").write_text(membership)
+    (proc / "mountinfo").write_text(mounts.format(root=root))
     for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
     affinity = len(os.sched_getaffinity(0))
     want = affinity if expected is None else min(expected, affinity)
-    assert usable_cores(tmp_path) == want
+    assert usable_cores(proc) == want
 
 
 def test_access_log_is_off_by_default_and_on_with_the_flag(launch: Callable[..., Server]) -> None:

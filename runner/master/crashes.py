@@ -1,10 +1,16 @@
-"""How workers end: a readable cause for the log, and crash-loop detection."""
+"""How workers end: a readable cause for the log, crash-loop detection, and the last
+SIGKILL-and-reap when the master exits."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import MutableMapping
+from typing import TypeVar
+
+Record = TypeVar("Record")
 
 CRASH_WINDOW = 5.0
 """A worker dying this soon after it started counts towards a crash loop."""
@@ -57,3 +63,20 @@ class CrashLoop:
             self.fast_deaths += 1
             self._last_fast_death = now
         return self.fast_deaths >= CRASH_LIMIT
+
+
+def kill_and_reap(workers: MutableMapping[int, Record], grace: float) -> None:
+    """SIGKILL every pid in `workers` and reap them (removing each), for up to `grace` s."""
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while workers and time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid:
+            workers.pop(pid, None)
+        else:
+            time.sleep(0.02)

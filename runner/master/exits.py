@@ -65,7 +65,7 @@ class ExitHandling:
                 worker.pid,
                 cause,
             )
-            self.rolling.abandon()
+            self.rolling.abandon(f"the new worker {cause} before it was ready")
             return
         log.warning(
             "worker %d (pid %d) %s; starting a new one", worker.worker_id, worker.pid, cause
@@ -77,13 +77,14 @@ class ExitHandling:
     ) -> None:
         code = int(failure.get("code", EXIT_APP_LOAD))
         code = code if code in (EXIT_USAGE, EXIT_APP_LOAD) else EXIT_APP_LOAD
-        sys.stderr.write(format_error(str(failure.get("message", "the worker failed to boot"))))
+        message = str(failure.get("message", "the worker failed to boot"))
+        sys.stderr.write(format_error(message))
         sys.stderr.flush()
         if was_replacement:
             log.error(
                 "reload abandoned: the new worker could not load the app; old workers keep serving"
             )
-            self.rolling.abandon()
+            self.rolling.abandon(message.splitlines()[0][:200] if message else "boot failed")
             return
         if self.master.booted:
             self._count_crash(worker)

@@ -34,7 +34,9 @@ from ..worker.process import WorkerContext
 from ..worker.setup import run_forked_worker
 from ..worker.watchdog import STACK_DUMP_SIGNAL
 from . import pidfile
+from .crashes import kill_and_reap
 from .exits import ExitHandling
+from .notify import SystemdNotifier
 from .records import WorkerRecord
 from .replacement import RollingReplacement
 from .services import ControlServices
@@ -71,7 +73,8 @@ class Master:
         self.booted = False
         self.announced_ready = False
         self.supervision = Supervision(settings)
-        self.rolling = RollingReplacement(self, self.supervision)
+        self.notifier = SystemdNotifier(self)  # takes NOTIFY_SOCKET out of the workers' env
+        self.rolling = RollingReplacement(self, self.supervision, self.notifier)
         self.exits = ExitHandling(self, self.rolling)
         self.services = ControlServices(
             settings, self.worker_views, self.exits.restarts, __version__
@@ -101,6 +104,7 @@ class Master:
                 self._reap()
                 self._maintain()
                 self.listeners.maintain(self)
+                self.notifier.tick()
                 if self.exit_code is None:
                     self._wait(_KILL_WAIT if self._kill_pending() else _LOOP_WAIT)
             return self.exit_code
@@ -119,7 +123,7 @@ class Master:
         for fd in fds:
             poller.register(fd, select.POLLIN)
         try:
-            readable = [fd for fd, _ in poller.poll(timeout * 1000)]
+            readable = [fd for fd, _ in poller.poll(self.notifier.wait_cap(timeout) * 1000)]
         except InterruptedError:
             return
         if self.signals.wake_fd in readable:
@@ -205,6 +209,7 @@ class Master:
             return
         self.rolling.reload()
         log.info("HUP: rolling reload of %d worker(s)", self.active_count())
+        self.notifier.reload_started()
 
     def handle_ttin(self) -> None:
         self.num_workers += 1
@@ -320,6 +325,7 @@ class Master:
             if not self.announced_ready and ready >= self.num_workers:
                 self.announced_ready = True
                 log.info("Ready: %d worker(s) serving", ready)
+                self.notifier.ready()
         elif kind == "failed":
             worker.failure = event
 
@@ -368,6 +374,7 @@ class Master:
         self.stopping = "graceful" if graceful else "immediate"
         wait = self.settings.graceful_timeout + KILL_GRACE if graceful else KILL_GRACE
         self.stop_deadline = time.monotonic() + wait
+        self.notifier.stopping(graceful)
         for worker in self.workers.values():
             self._signal(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
 
@@ -387,18 +394,7 @@ class Master:
             self.exit_code = EXIT_FAILURE
 
     def _cleanup(self) -> None:
-        for worker in self.workers.values():
-            self._signal(worker, signal.SIGKILL)
-        deadline = time.monotonic() + KILL_GRACE
-        while self.workers and time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid:
-                self.workers.pop(pid, None)
-            else:
-                time.sleep(0.02)
+        kill_and_reap(self.workers, KILL_GRACE)
         self.services.close()
         self.listeners.close()
         close_all(self.sockets)

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol
 
+from .notify import SystemdNotifier
 from .records import WorkerRecord
 from .supervision import Supervision
 
@@ -29,9 +30,12 @@ class RollingReplacement:
     """The master's replacement state: the current generation, the one replacement being
     started (`pending`), and the generation whose reload was abandoned."""
 
-    def __init__(self, master: Workforce, supervision: Supervision) -> None:
+    def __init__(
+        self, master: Workforce, supervision: Supervision, notifier: SystemdNotifier
+    ) -> None:
         self.master = master
         self.supervision = supervision
+        self.notifier = notifier
         self.generation = 0
         self.pending: int | None = None  # pid of the worker started to replace an old one
         self.abandoned = -1  # generation whose reload failed
@@ -59,10 +63,12 @@ class RollingReplacement:
         self.pending = None
         return True
 
-    def abandon(self) -> None:
-        """The replacement failed to boot: stop this generation's reload; workers waiting to
-        be recycled keep serving and are judged again later."""
+    def abandon(self, reason: str) -> None:
+        """The replacement failed to boot (`reason`, for systemd's status): stop this
+        generation's reload; workers waiting to be recycled keep serving and are judged again
+        later."""
         self.abandoned = self.generation
+        self.notifier.reload_abandoned(reason)
         for worker in self.master.workers.values():
             if worker.replace_reason is not None and not worker.retiring:
                 worker.replace_reason = None
@@ -84,6 +90,7 @@ class RollingReplacement:
         """Start the replacement, or retire the oldest worker once the replacement is ready."""
         old = self._old()
         if not old:
+            self.notifier.reload_finished()
             return
         new = self.master.workers.get(self.pending) if self.pending is not None else None
         if new is None:

@@ -32,7 +32,8 @@ class Ip(tornado.web.RequestHandler):
 
 class Env(tornado.web.RequestHandler):
     def get(self) -> None:
-        self.write({k: v for k, v in os.environ.items() if k.startswith("TORNADO_RUN_")})
+        shown = ("TORNADO_RUN_", "LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_")
+        self.write({k: v for k, v in os.environ.items() if k.startswith(shown)})
 
 
 application = tornado.web.Application(
