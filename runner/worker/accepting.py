@@ -176,7 +176,7 @@ class Acceptor:
             return
         log.warning(
             "accept (pid %d): %d connections open, the --max-connections cap; new connections "
-            "wait in the listen queue until one closes (cap reached %d times)",
+            "wait in the listen queue until one closes (reached %d times so far)",
             os.getpid(),
             self.max_connections,
             self.cap_hits,
