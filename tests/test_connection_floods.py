@@ -9,6 +9,7 @@ import contextlib
 import json
 import re
 import resource
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -289,3 +290,27 @@ def test_released_resumes_a_capped_acceptor_at_once() -> None:
                 client.close()
 
     asyncio.run(main())
+
+
+def test_a_client_trickling_its_headers_is_cut_off_at_the_idle_timeout(
+    launch: Callable[..., Server],
+) -> None:
+    server = launch("hello:application", "--workers", "1", "--idle-timeout", "1")
+    assert server.port is not None
+    request = b"GET /pid HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100
+    closed_after = None
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        for sent in range(len(request)):  # one byte every 0.1 s: 10 s for the whole request
+            try:
+                sock.sendall(request[sent : sent + 1])
+            except OSError:
+                closed_after = sent
+                break
+            readable, _, _ = select.select([sock], [], [], 0.1)
+            if readable and not sock.recv(4096):
+                closed_after = sent
+                break
+    assert closed_after is not None, "the trickling client was never cut off"
+    assert closed_after < len(request) - 1
+    assert server.get("/pid").status == 200
+    assert server.stop() == 0
