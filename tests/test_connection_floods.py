@@ -314,3 +314,42 @@ def test_a_client_trickling_its_headers_is_cut_off_at_the_idle_timeout(
     assert closed_after < len(request) - 1
     assert server.get("/pid").status == 200
     assert server.stop() == 0
+
+
+class Lagging(Collecting):
+    """A sink that counts a connection a few loop turns after it is handed over, as one
+    that sets connections up in a task does (loop.connect_accepted_socket)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counted: list[socket.socket] = []
+
+    def accepted(self, sock: socket.socket, address: object) -> None:
+        super().accepted(sock, address)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, self.counted.append, sock)
+
+    @property
+    def connection_count(self) -> int:
+        return sum(1 for sock in self.counted if sock.fileno() >= 0)
+
+
+def test_an_acceptor_holds_the_cap_for_a_sink_that_counts_late() -> None:
+    async def main() -> None:
+        listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+        sink = Lagging()
+        acceptor = Acceptor(sink, [listener], max_connections=10)
+        # all queued at once: the next readable event comes before the sink has counted
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(60)]
+        acceptor.start()
+        try:
+            await until(lambda: sink.connection_count >= 10, "10 counted")
+            await asyncio.sleep(0.3)
+            assert len(sink.socks) == 10, f"{len(sink.socks)} accepted with a cap of 10"
+        finally:
+            acceptor.close()
+            sink.close_all()
+            for client in clients:
+                client.close()
+
+    asyncio.run(main())

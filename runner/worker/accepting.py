@@ -39,6 +39,8 @@ CAP_POLL = 0.1
 BURST = 128
 """Most connections accepted per readable event, so a flood cannot starve the loop."""
 CAP_LOG_INTERVAL = 60.0
+SETTLE = 0.05
+"""Seconds a sink gets to count the connections just handed to it."""
 
 
 class ConnectionSink(Protocol):
@@ -78,6 +80,8 @@ class Acceptor:
         self._backoff = 0.0  # > 0 while in an out-of-resources episode
         self._episode: tuple[float, int, str] = (0.0, 0, "")  # started, refused before, errno
         self._cap_logged = (0.0, 0)  # when, cap_hits then
+        self._floor = 0  # connections handed over, not necessarily counted by the sink yet
+        self._settle_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         """Start accepting (on the running loop)."""
@@ -88,13 +92,16 @@ class Acceptor:
 
     def released(self) -> None:
         """A connection closed: resume accepting if the cap was what stopped it."""
-        if self._at_cap and self.sink.connection_count < self.max_connections:
+        if self._at_cap and self.open_connections < self.max_connections:
             self._resume()
 
     def stop(self) -> None:
         """Stop accepting for good (the listening sockets stay open for `take_queued`)."""
         self._stopped = True
         self._pause()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
 
     def take_queued(self) -> int:
         """Accept what is already queued on the sockets, whatever the cap, and hand it to the
@@ -128,23 +135,49 @@ class Acceptor:
                     self._loop.remove_reader(sock.fileno())
         self._reading = False
 
+    @property
+    def open_connections(self) -> int:
+        """The sink's count, or what it will be once the connections just handed over are
+        set up (a sink may count a connection a few loop turns after `accepted`)."""
+        return max(self.sink.connection_count, self._floor)
+
     def _on_readable(self, sock: socket.socket) -> None:
-        budget = min(BURST, self.max_connections - self.sink.connection_count)
-        for _ in range(max(0, budget)):
-            try:
-                conn, address = sock.accept()
-            except BlockingIOError:
+        start = self.open_connections
+        handed = 0
+        try:
+            for _ in range(max(0, min(BURST, self.max_connections - start))):
+                try:
+                    conn, address = sock.accept()
+                except BlockingIOError:
+                    self._end_episode()
+                    return
+                except OSError as exc:
+                    if exc.errno in CLIENT_ERRORS:
+                        continue
+                    self._out_of_resources(exc)
+                    return
                 self._end_episode()
-                return
-            except OSError as exc:
-                if exc.errno in CLIENT_ERRORS:
-                    continue
-                self._out_of_resources(exc)
-                return
-            self._end_episode()
-            self._hand_over(conn, address)
-        if self.sink.connection_count >= self.max_connections:
+                self._hand_over(conn, address)
+                handed += 1
+        finally:
+            if handed:
+                self._settle(start + handed)
+        if self.open_connections >= self.max_connections:
             self._cap_reached()
+
+    def _settle(self, expected: int) -> None:
+        """Count `expected` connections open until the sink has had `SETTLE` seconds to
+        count the ones just handed over."""
+        self._floor = expected
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+        assert self._loop is not None
+        self._settle_timer = self._loop.call_later(SETTLE, self._settled)
+
+    def _settled(self) -> None:
+        self._floor = 0
+        self._settle_timer = None
+        self.released()
 
     def _hand_over(self, conn: socket.socket, address: Any) -> None:
         conn.setblocking(False)
@@ -164,7 +197,7 @@ class Acceptor:
     def _poll_cap(self) -> None:
         if self._stopped or not self._at_cap or self._loop is None:
             return
-        if self.sink.connection_count < self.max_connections:
+        if self.open_connections < self.max_connections:
             self._resume()
             return
         self._timer = self._loop.call_later(CAP_POLL, self._poll_cap)
