@@ -353,3 +353,24 @@ def test_an_acceptor_holds_the_cap_for_a_sink_that_counts_late() -> None:
                 client.close()
 
     asyncio.run(main())
+
+
+def test_an_acceptor_takes_sockets_added_while_it_runs() -> None:
+    async def main() -> None:
+        first = socket.create_server(("127.0.0.1", 0))
+        second = socket.create_server(("127.0.0.1", 0))
+        sink = Collecting()
+        acceptor = Acceptor(sink, [first], max_connections=10)
+        acceptor.start()
+        acceptor.add([second])
+        clients = [socket.create_connection(s.getsockname()) for s in (first, second)]
+        try:
+            await until(lambda: sink.connection_count == 2, "one from each socket")
+        finally:
+            acceptor.close()
+            sink.close_all()
+            for client in clients:
+                client.close()
+        assert first.fileno() == second.fileno() == -1
+
+    asyncio.run(main())

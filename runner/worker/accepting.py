@@ -90,6 +90,14 @@ class Acceptor:
             sock.setblocking(False)
         self._resume()
 
+    def add(self, sockets: list[socket.socket]) -> None:
+        """Accept on more listening sockets too."""
+        for sock in sockets:
+            sock.setblocking(False)
+            self.sockets.append(sock)
+            if self._reading and self._loop is not None:
+                self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+
     def released(self) -> None:
         """A connection closed: resume accepting if the cap was what stopped it."""
         if self._at_cap and self.open_connections < self.max_connections:
@@ -139,7 +147,10 @@ class Acceptor:
     def open_connections(self) -> int:
         """The sink's count, or what it will be once the connections just handed over are
         set up (a sink may count a connection a few loop turns after `accepted`)."""
-        return max(self.sink.connection_count, self._floor)
+        count = self.sink.connection_count
+        if count >= self._floor:
+            self._floor = 0  # the sink has caught up
+        return max(count, self._floor)
 
     def _on_readable(self, sock: socket.socket) -> None:
         start = self.open_connections

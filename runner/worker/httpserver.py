@@ -72,12 +72,10 @@ class DrainingHTTPServer(HTTPServer):
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """Accept on `sockets` through the shared `Acceptor` (Tornado's own accept handler
         spins on EMFILE and has no cap); must run on the server's loop."""
-        if self.acceptor is None:
-            self.acceptor = Acceptor(self, list(sockets), self.max_connections)
-            self.acceptor.start()
+        if self.acceptor is not None:
+            self.acceptor.add(list(sockets))
             return
-        self.acceptor.stop()
-        self.acceptor = Acceptor(self, self.acceptor.sockets + list(sockets), self.max_connections)
+        self.acceptor = Acceptor(self, list(sockets), self.max_connections)
         self.acceptor.start()
 
     def accepted(self, sock: socket.socket, address: Any) -> None:
