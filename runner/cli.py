@@ -19,6 +19,7 @@ from .cpus import usable_cores
 from .errors import EXIT_OK, EXIT_USAGE, RunnerError, UsageError, format_error
 from .logsetup import setup_logging
 from .master import pidfile
+from .master.limits import raise_open_files_limit
 from .settings.loading import load_settings
 from .settings.options import OPTIONS, Settings
 from .sockets.binding import bind_all, close_all, describe, remove_unix_files, systemd_sockets
@@ -146,6 +147,7 @@ def resolve_workers(settings: Settings) -> int:
 def start(settings: Settings) -> int:
     """Bind, then check, serve without a master, or run the master."""
     workers = 1 if settings.no_master else resolve_workers(settings)
+    raise_open_files_limit(settings.max_connections)  # before any fork: workers inherit it
     pidfile.check_writable(settings.pid, keep=not settings.check)
     sockets = _listening_sockets(settings)
     try:

@@ -239,10 +239,12 @@ def start_server(
     log_dir: Path | None = None,
     pass_fds: Sequence[int] = (),
     stdin: int | None = subprocess.DEVNULL,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Server:
     """Start `tornado-run APP --app-dir APP_DIR --bind BIND ARGS...` in its own session.
 
-    `bind=None` passes no --bind. Waits for the "Ready:" log line unless `wait_ready` is
+    `bind=None` passes no --bind; `preexec_fn` runs in the child before exec (e.g. to set a
+    resource limit). Waits for the "Ready:" log line unless `wait_ready` is
     false; on failure the master is killed and the log is in the AssertionError.
     """
     folder = log_dir or Path(tempfile.mkdtemp(prefix="tornado-run-test-"))
@@ -260,6 +262,7 @@ def start_server(
             env=clean_env(env),
             start_new_session=True,
             pass_fds=tuple(pass_fds),
+            preexec_fn=preexec_fn,
         )
     server = Server(proc, log_path)
     try:

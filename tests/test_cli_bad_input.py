@@ -253,6 +253,20 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
     ("zero idle timeout", [*HELLO, "--idle-timeout", "0"], {}, 2, "use a number of seconds > 0"),
     ("infinite body timeout", [*HELLO, "--body-timeout", "inf"], {}, 2, "--body-timeout 'inf'"),
     (
+        "zero max connections",
+        [*HELLO, "--max-connections", "0"],
+        {},
+        2,
+        "--max-connections '0': use a whole number >= 1",
+    ),
+    (
+        "max header size without a number",
+        [*HELLO, "--max-header-size", "big"],
+        {},
+        2,
+        "--max-header-size 'big': use a number of bytes >= 1",
+    ),
+    (
         "unknown loop",
         [*HELLO, "--loop", "trio"],
         {},

@@ -28,6 +28,7 @@ def test_a_forked_worker_publishes_into_the_masters_scoreboard() -> None:
         mine.publish(
             state=READY, requests=41, in_flight=2, connections=3, stats={"pools": {"a": 1}}
         )
+        mine.publish(cap_hits=5, accept_refused=6)
         mine.publish(requests=42)
         EventWriter(write_fd).send("ready", pid=os.getpid())
         os._exit(0)
@@ -42,6 +43,7 @@ def test_a_forked_worker_publishes_into_the_masters_scoreboard() -> None:
     reader.close()
     assert events == [{"event": "ready", "pid": pid}]
     view = board.read(slot)
+    assert (view.cap_hits, view.accept_refused) == (5, 6)
     assert (view.pid, view.state_name, view.requests, view.in_flight, view.connections) == (
         pid,
         "ready",

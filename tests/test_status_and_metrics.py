@@ -27,7 +27,8 @@ def sample_snapshot() -> Snapshot:
         master_pid=os.getpid(),
         uptime=125.0,
         workers=[
-            WorkerSnapshot(0, 4242, age=61, requests=1000, in_flight=3, rss=50 * 2**20,
+            WorkerSnapshot(0, 4242, age=61, requests=1000, in_flight=3, connections=40,
+                           cap_hits=7, accept_refused=9, rss=50 * 2**20,
                            cpu_percent=12.5, max_lag_ms=310.0, blocked_episodes=2, pools=pools),
             WorkerSnapshot(1, 4343, age=5, state="booting"),
         ],
@@ -75,6 +76,14 @@ def test_metrics_text_parses_as_prometheus_with_every_worker() -> None:
     }
     assert restarts == {"max-requests": 3.0, 'odd "reason"\n': 1.0}
     assert families["tornado_run_workers"].samples[0].value == 2
+    for name, kind, value in [
+        ("worker_open_connections", "gauge", 40.0),
+        ("worker_connection_cap_hits", "counter", 7.0),
+        ("worker_accept_refused", "counter", 9.0),
+    ]:
+        family = families[f"tornado_run_{name}"]
+        assert family.type == kind
+        assert {s.labels["worker"]: s.value for s in family.samples} == {"0": value, "1": 0.0}
 
 
 def test_metrics_endpoint_answers_get_metrics_and_404_elsewhere() -> None:
@@ -131,8 +140,10 @@ def test_status_prints_a_row_per_worker_through_the_control_socket(
     assert out[0].startswith(f"master pid {os.getpid()}, up 2m05s, 2 workers, 4 restarts")
     assert out[1].split()[:3] == ["ID", "PID", "AGE"]
     row0, row1 = out[2].split(), out[3].split()
-    assert row0[:9] == ["0", "4242", "1m01s", "1000", "3", "50.0M", "12.5", "310ms", "thread"]
-    assert row0[9] == "2/5"
+    assert out[1].split()[3:9] == ["REQUESTS", "IN", "FLIGHT", "CONNS", "CAP", "HITS"]
+    assert row0[:7] == ["0", "4242", "1m01s", "1000", "3", "40", "7"]
+    assert row0[7:11] == ["50.0M", "12.5", "310ms", "thread"]
+    assert row0[11] == "2/5"
     assert row1[:3] == ["1", "(booting)", "4343"]
 
 

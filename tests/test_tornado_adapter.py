@@ -12,6 +12,8 @@ from typing import ClassVar
 import pytest
 import tornado.web
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
 from tornado_run.runner.worker import tornado_adapter as adapter
 from tornado_run.runner.worker.httpserver import DrainingHTTPServer
@@ -61,19 +63,6 @@ def test_open_connections_is_the_live_set_of_client_connections() -> None:
             assert isinstance(only_connection(server), HTTP1ServerConnection)
             writer.close()
             await until(lambda: not adapter.open_connections(server))
-
-    asyncio.run(main())
-
-
-def test_listening_sockets_are_the_sockets_added_to_the_server() -> None:
-    async def main() -> None:
-        sockets = bind_sockets(0, "127.0.0.1")
-        server = DrainingHTTPServer(tornado.web.Application())
-        assert isinstance(server._sockets, dict)
-        server.add_sockets(sockets)
-        assert adapter.listening_sockets(server) == sockets
-        server.stop()
-        assert all(sock.fileno() == -1 for sock in adapter.listening_sockets(server))
 
     asyncio.run(main())
 
@@ -203,5 +192,39 @@ def test_close_after_response_refuses_a_connection_without_the_attribute() -> No
             conn._disconnect_on_finish = False
             Held.release.set()
             writer.close()
+
+    asyncio.run(main())
+
+
+class HookedServer(HTTPServer):
+    """A plain Tornado server whose streams get the overflow hook."""
+
+    seen: ClassVar[list[bool]] = []
+
+    def handle_stream(self, stream: IOStream, address: tuple[object, ...]) -> None:
+        adapter.before_overflow_close(stream, self.hook)
+        super().handle_stream(stream, address)
+
+    def hook(self, stream: IOStream) -> None:
+        self.seen.append(stream.socket is not None and stream.socket.fileno() >= 0)
+
+
+def test_before_overflow_close_runs_while_the_socket_is_open_on_a_header_overflow() -> None:
+    async def main() -> None:
+        server = HookedServer(tornado.web.Application([("/", Hello)]), max_header_size=1024)
+        sockets = bind_sockets(0, "127.0.0.1")
+        server.add_sockets(sockets)
+        try:
+            reader, writer = await asyncio.open_connection(*sockets[0].getsockname()[:2])
+            writer.write(GET)
+            assert (await asyncio.wait_for(reader.read(4096), 5)).endswith(b"hello")
+            assert HookedServer.seen == []  # an ordinary request and close pass through
+            writer.write(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 4096 + b"\r\n\r\n")
+            await until(lambda: bool(HookedServer.seen))
+            assert HookedServer.seen == [True]
+            writer.close()
+        finally:
+            server.stop()
+            await server.close_all_connections()
 
     asyncio.run(main())

@@ -9,7 +9,8 @@ fast vs --http tornado on hello, JSON and a 4 KiB POST), async (the
 seed's async-tasks table), forward (blocking vs async HTTP client in a proxy), cpu (/slow as a
 fraction of the physical limit, /fast p99, and overload at 4x), dispatch
 (examples/bench/dispatch.py), reload (failed requests across HUPs) and spread (connections per
-worker, shared socket vs --reuse-port). Prints markdown tables and writes results.json,
+worker, shared socket vs --reuse-port) and flood (wrk while idle connections pile up, also at
+a 1024 open-files limit). Prints markdown tables and writes results.json,
 results.md and chart.png into examples/bench/results/. Needs `wrk` (or `ab`): apt-get install
 wrk. A row that cannot run here is skipped with a one-line reason.
 """
@@ -29,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `examples.bench` importab
 from examples.bench import report
 from examples.bench.harness import REPO_ROOT, Skip
 from examples.bench.plan import Section, Settings
+from examples.bench.sections_flood import flood_section
 from examples.bench.sections_http import http_sections
 from examples.bench.sections_offload import (
     async_section,
@@ -50,6 +52,7 @@ SECTIONS: dict[str, Callable[[Settings, Log], list[Section]]] = {
     "dispatch": lambda s, log: [dispatch_section(s, log)],
     "reload": lambda s, log: [reload_section(s, log)],
     "spread": lambda s, log: [spread_section(s, log)],
+    "flood": lambda s, log: [flood_section(s, log)],
 }
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 SLOT_SIZE = 4096
 # seq, pid, state, started (wall clock), heartbeat (monotonic), requests, in_flight,
-# connections, max_lag_ms, blocked_episodes, blob length
-_HEADER = struct.Struct("<QqqddQqqdqq")
+# connections, max_lag_ms, blocked_episodes, cap_hits, accept_refused, blob length
+_HEADER = struct.Struct("<QqqddQqqdqqqq")
 BLOB_SIZE = SLOT_SIZE - _HEADER.size
 _READ_ATTEMPTS = 8
 
@@ -45,6 +45,8 @@ class SlotView:
     connections: int = 0
     max_lag_ms: float = 0.0
     blocked_episodes: int = 0
+    cap_hits: int = 0  # times accepting paused at --max-connections
+    accept_refused: int = 0  # accept() attempts refused for lack of descriptors or memory
     stats: dict[str, Any] = field(default_factory=dict)  # lifecycle.collect_stats() and extras
 
     @property
@@ -88,9 +90,21 @@ class Scoreboard:
         with contextlib.suppress(ValueError):
             decoded = json.loads(blob) if blob else {}
             stats = decoded if isinstance(decoded, dict) else {}
-        pid, state, started, heartbeat, requests, in_flight, conns, lag, blocked = fields[1:-1]
+        pid, state, started, heartbeat, requests, in_flight, conns, lag, blocked = fields[1:10]
+        cap_hits, refused = fields[10:12]
         return SlotView(
-            pid, state, started, heartbeat, requests, in_flight, conns, lag, blocked, stats
+            pid,
+            state,
+            started,
+            heartbeat,
+            requests,
+            in_flight,
+            conns,
+            lag,
+            blocked,
+            cap_hits,
+            refused,
+            stats,
         )
 
     def write(self, index: int, view: SlotView) -> None:
@@ -114,6 +128,8 @@ class Scoreboard:
             view.connections,
             view.max_lag_ms,
             view.blocked_episodes,
+            view.cap_hits,
+            view.accept_refused,
             len(blob),
         )
         self._map[base + _HEADER.size : base + _HEADER.size + len(blob)] = blob

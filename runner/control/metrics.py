@@ -26,6 +26,24 @@ _WORKER_METRICS: list[tuple[str, str, str, Callable[[WorkerSnapshot], float]]] =
         lambda w: w.requests,
     ),
     ("in_flight_requests", "gauge", "Requests the worker is handling now.", lambda w: w.in_flight),
+    (
+        "open_connections",
+        "gauge",
+        "Client connections the worker holds open.",
+        lambda w: w.connections,
+    ),
+    (
+        "connection_cap_hits_total",
+        "counter",
+        "Times the worker stopped accepting because it held --max-connections.",
+        lambda w: w.cap_hits,
+    ),
+    (
+        "accept_refused_total",
+        "counter",
+        "accept() attempts that failed for lack of file descriptors or memory.",
+        lambda w: w.accept_refused,
+    ),
     ("resident_memory_bytes", "gauge", "Resident set size of the worker process.", lambda w: w.rss),
     (
         "cpu_percent",

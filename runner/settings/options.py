@@ -101,6 +101,15 @@ class Settings:
         60.0, p.seconds(positive=True), "limit for reading a request body", "S"
     )
     max_body_size: int = option(10 << 20, p.parse_size, "largest request body (e.g. 10M)", "BYTES")
+    max_header_size: int = option(
+        64 << 10, p.parse_size, "largest request header block (larger: 431)", "BYTES"
+    )
+    max_connections: int = option(
+        1000,
+        p.parse_positive_count,
+        "open connections per worker; past it the worker stops accepting until one closes",
+        "N",
+    )
     factory: bool = flag(False, "MODULE:ATTR is an app factory")
     app_dir: Path = option(Path("."), p.parse_dir, "directory put first on sys.path", "DIR")
     no_master: bool = flag(

@@ -113,6 +113,15 @@ def parse_count(raw: object) -> int:
     return int(value)
 
 
+def parse_positive_count(raw: object) -> int:
+    """A whole number >= 1."""
+    allowed = "use a whole number >= 1"
+    value = _number(raw, allowed)
+    if not value.is_integer() or value < 1:
+        raise BadValue(allowed)
+    return int(value)
+
+
 def parse_backlog(raw: object) -> int:
     allowed = "use a whole number from 1 to 65535"
     text = _text(raw, allowed)

@@ -12,7 +12,7 @@ import contextlib
 import ipaddress
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from tornado import httputil
@@ -20,9 +20,10 @@ from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
-from ..sockets.reuseport import accept_queued
 from . import tornado_adapter as tornado
+from .accepting import Acceptor
 
+DEFAULT_MAX_CONNECTIONS = 1000
 IDLE_GRACE = 0.5
 """Seconds an idle keep-alive connection gets to send one more request (answered with
 `Connection: close`) before it is half-closed."""
@@ -52,22 +53,55 @@ class ProxyTrust:
 
 
 class DrainingHTTPServer(HTTPServer):
-    """HTTPServer that counts requests and can `drain()`. Extra keyword: `proxy_trust`
-    (a `ProxyTrust`, or None to ignore forwarded headers from everyone)."""
+    """HTTPServer that counts requests and can `drain()`. Extra keywords: `proxy_trust`
+    (a `ProxyTrust`, or None to ignore forwarded headers from everyone) and `max_connections`
+    (the accept cap, see `accepting.Acceptor`). A header block over `max_header_size` is
+    answered 431 before the connection closes."""
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         self._trust: ProxyTrust | None = kwargs.pop("proxy_trust", None)
+        self.max_connections: int = kwargs.pop("max_connections", DEFAULT_MAX_CONNECTIONS)
         kwargs["xheaders"] = False  # decided per connection in start_request
         super().initialize(*args, **kwargs)
         self.requests = 0
         self.draining = False
+        self.acceptor: Acceptor | None = None
         self._current: dict[object, HTTP1Connection] = {}
         self._trusted: set[IOStream] = set()
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        """Accept on `sockets` through the shared `Acceptor` (Tornado's own accept handler
+        spins on EMFILE and has no cap); must run on the server's loop."""
+        if self.acceptor is not None:
+            self.acceptor.add(list(sockets))
+            return
+        self.acceptor = Acceptor(self, list(sockets), self.max_connections)
+        self.acceptor.start()
+
+    def accepted(self, sock: socket.socket, address: Any) -> None:
+        """A connection from the acceptor: Tornado's own handling (TLS wrap, IOStream)."""
+        tornado.accept_handler(self)(sock, address)
+
+    def stop(self) -> None:
+        """Stop accepting and close the listening sockets."""
+        if self.acceptor is not None:
+            self.acceptor.close()
+        super().stop()
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         if self._trust is not None and self._trust.allows(address):
             self._trusted.add(stream)
+        tornado.before_overflow_close(stream, self._overflowed)
         super().handle_stream(stream, address)
+
+    def _overflowed(self, stream: IOStream) -> None:
+        """A bounded read overflowed: answer 431 when it was a header block (no request
+        started on the connection yet), not a chunk-size line inside a body."""
+        for server_conn, conn in self._current.items():
+            if cast(HTTP1ServerConnection, server_conn).stream is stream:
+                if not tornado.request_started(conn):
+                    _answer_431(stream)
+                return
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
@@ -83,6 +117,8 @@ class DrainingHTTPServer(HTTPServer):
         self._current.pop(server_conn, None)
         self._trusted.discard(cast(HTTP1ServerConnection, server_conn).stream)
         super().on_close(server_conn)
+        if self.acceptor is not None:
+            self.acceptor.released()
 
     @property
     def connection_count(self) -> int:
@@ -98,8 +134,9 @@ class DrainingHTTPServer(HTTPServer):
         connection to end. Returns how many had to be closed at the deadline."""
         deadline = time.monotonic() + timeout
         self.draining = True
-        for sock in tornado.listening_sockets(self):  # own --reuse-port sockets lose their queue
-            accept_queued(sock, tornado.accept_handler(self))
+        if self.acceptor is not None:
+            self.acceptor.stop()
+            self.acceptor.take_queued()  # own --reuse-port sockets lose their queue on close
         self.stop()
         self.conn_params.no_keep_alive = True  # every request read from now on gets a close
         connections = tornado.open_connections(self)
@@ -154,3 +191,20 @@ def _half_close(stream: IOStream) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
+
+
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
+def _answer_431(stream: IOStream) -> None:
+    """Tornado closes a connection whose header block overflows `max_header_size` without an
+    answer; tell the client why first (best effort: one small non-blocking send), then FIN."""
+    sock = stream.socket
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.send(HEADERS_TOO_LARGE)
+        sock.shutdown(socket.SHUT_WR)

@@ -162,6 +162,9 @@ class Worker:
             changes.setdefault("requests", server.requests)
             changes.setdefault("in_flight", server.in_flight())
             changes.setdefault("connections", server.connection_count)
+            if server.acceptor is not None:
+                changes.setdefault("cap_hits", server.acceptor.cap_hits)
+                changes.setdefault("accept_refused", server.acceptor.refused)
         changes.setdefault("stats", lifecycle.collect_stats())
         self.slot.view.max_lag_ms = self.watchdog.stats()["max_lag_ms"]
         self.slot.view.blocked_episodes = self.watchdog.episodes

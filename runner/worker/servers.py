@@ -10,6 +10,7 @@ from typing import Protocol
 from tornado.httputil import HTTPServerConnectionDelegate
 
 from ..settings.options import Settings
+from .accepting import Acceptor
 from .httpserver import DrainingHTTPServer, ProxyTrust
 
 
@@ -24,12 +25,17 @@ class WorkerServer(Protocol):
         """Open HTTP connections."""
         ...
 
+    @property
+    def acceptor(self) -> Acceptor | None:
+        """The accept loop on the listening sockets (None before `add_sockets`)."""
+        ...
+
     def in_flight(self) -> int:
         """Requests whose headers were read and whose response is not finished."""
         ...
 
     def add_sockets(self, sockets: list[socket.socket]) -> None:
-        """Start accepting on listening sockets."""
+        """Start accepting on listening sockets, through an `Acceptor`."""
         ...
 
     async def drain(self, timeout: float, on_progress: Callable[[], None] | None = None) -> int:
@@ -48,5 +54,7 @@ def build_server(settings: Settings, app: HTTPServerConnectionDelegate) -> Worke
         idle_connection_timeout=s.idle_timeout,
         body_timeout=s.body_timeout,
         max_body_size=s.max_body_size,
-        max_buffer_size=max(s.max_body_size, 1 << 20),
+        max_header_size=s.max_header_size,
+        max_buffer_size=max(s.max_body_size, s.max_header_size, 1 << 20),
+        max_connections=s.max_connections,
     )

@@ -27,11 +27,6 @@ def open_connections(server: HTTPServer) -> set[HTTP1ServerConnection]:
     return connections
 
 
-def listening_sockets(server: TCPServer) -> list[socket.socket]:
-    """The sockets the server accepts on (`TCPServer._sockets`, a dict by fd)."""
-    return list(server._sockets.values())
-
-
 def accept_handler(server: TCPServer) -> Callable[[socket.socket, Any], None]:
     """What the server does with a socket it accepted (`TCPServer._handle_connection`)."""
     handler: Callable[[socket.socket, Any], None] = server._handle_connection
@@ -74,3 +69,20 @@ def headers_written(handler: RequestHandler) -> bool:
 def handler_finished(handler: RequestHandler) -> bool:
     """True once `finish()` has run (`RequestHandler._finished`)."""
     return bool(handler._finished)
+
+
+def before_overflow_close(stream: IOStream, callback: Callable[[IOStream], None]) -> None:
+    """Have `callback(stream)` run, while the socket is still open, when Tornado closes the
+    stream because a bounded read overflowed: its read paths call
+    `self.close(exc_info=UnsatisfiableReadError(...))` and write nothing to the peer. Wraps
+    this stream's own `close`; other closes pass straight through."""
+    from tornado.iostream import UnsatisfiableReadError
+
+    close = stream.close
+
+    def closing(exc_info: Any = False) -> None:
+        if isinstance(exc_info, UnsatisfiableReadError):
+            callback(stream)
+        close(exc_info)
+
+    stream.close = closing  # type: ignore[method-assign]
