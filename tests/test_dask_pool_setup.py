@@ -59,7 +59,7 @@ def test_lost_scheduler_fails_waiting_calls_with_clear_error(tmp_path: Path) -> 
         lost, after = ds.run_bounded(scenario())
     for error in (lost, after):
         assert address in str(error) and "\n" not in str(error)
-        assert error.status_code == 500
+        assert error.status_code == 503 and error.retry_after == 2
         assert isinstance(error, ConnectionError)
     assert "lost" in str(lost) and "unreachable" in str(after)
     assert ds.wait_no_stray_children(before) == []
