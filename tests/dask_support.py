@@ -123,17 +123,21 @@ def wait_for_file(path: Path, timeout: float) -> str:
 
 
 @contextmanager
-def scheduler_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real `dask scheduler` on a loopback ephemeral port, with no workers; killed on exit."""
+def scheduler_process(
+    tmp_path: Path, env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real `dask scheduler` on a loopback ephemeral port, with no workers (and `env`, if
+    given, as its environment; `options` added to its command line); killed on exit."""
     info = tmp_path / "scheduler.json"
     dask_cli = Path(sys.executable).with_name("dask")
     proc = subprocess.Popen(
         [
             *(str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", "0"),
-            *("--no-dashboard", "--scheduler-file", str(info)),
+            *("--no-dashboard", "--scheduler-file", str(info), *options),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         address = json.loads(wait_for_file(info, 30))["address"]
@@ -185,3 +189,21 @@ async def main():
 
 print(json.dumps(asyncio.run(asyncio.wait_for(main(), 30))))
 """
+
+
+def make_tls_files(folder: Path) -> dict[str, Path]:
+    """A throwaway CA and one certificate it signed (for scheduler, worker and client alike:
+    dask checks the CA, not host names), made with the openssl command."""
+    files = {name: folder / name for name in ("ca.pem", "ca.key", "node.pem", "node.key")}
+    csr = folder / "node.csr"
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca"]
+        + ["-keyout", str(files["ca.key"]), "-out", str(files["ca.pem"])],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=node"]
+        + ["-keyout", str(files["node.key"]), "-out", str(csr)],
+        ["x509", "-req", "-in", str(csr), "-CA", str(files["ca.pem"]), "-days", "1"]
+        + ["-CAkey", str(files["ca.key"]), "-CAcreateserial", "-out", str(files["node.pem"])],
+    ]
+    for step in steps:
+        subprocess.run(["openssl", *step], capture_output=True, check=True, timeout=30)
+    return files
