@@ -196,13 +196,13 @@ def make_tls_files(folder: Path) -> dict[str, Path]:
     dask checks the CA, not host names), made with the openssl command."""
     files = {name: folder / name for name in ("ca.pem", "ca.key", "node.pem", "node.key")}
     csr = folder / "node.csr"
+    ca, ca_key = str(files["ca.pem"]), str(files["ca.key"])
+    cert, key = str(files["node.pem"]), str(files["node.key"])
+    new_key = ("req", "-newkey", "rsa:2048", "-nodes")
     steps = [
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca"]
-        + ["-keyout", str(files["ca.key"]), "-out", str(files["ca.pem"])],
-        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=node"]
-        + ["-keyout", str(files["node.key"]), "-out", str(csr)],
-        ["x509", "-req", "-in", str(csr), "-CA", str(files["ca.pem"]), "-days", "1"]
-        + ["-CAkey", str(files["ca.key"]), "-CAcreateserial", "-out", str(files["node.pem"])],
+        [*new_key, "-x509", "-days", "1", "-subj", "/CN=test-ca", "-keyout", ca_key, "-out", ca],
+        [*new_key, "-subj", "/CN=node", "-keyout", key, "-out", str(csr)],
+        ["x509", "-req", "-in", str(csr), "-CA", ca, "-CAkey", ca_key, "-out", cert],
     ]
     for step in steps:
         subprocess.run(["openssl", *step], capture_output=True, check=True, timeout=30)
