@@ -206,3 +206,33 @@ def test_a_tls_pool_runs_calls_on_a_scheduler_that_requires_tls(tmp_path: Path) 
             worker.wait(10)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == 120
+
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def test_sample_dask_cluster_toml_declares_a_tls_pool_tornado_run_accepts(tmp_path: Path) -> None:
+    import tomllib
+
+    from tornado_run.decorators.pools import config, dask_options
+
+    table = tomllib.loads((CONF / "dask-cluster.toml").read_text())["pools"]
+    for key in dask_options.TLS_FILES:  # the sample's paths, made real here
+        path = tmp_path / Path(table["cluster"][key]).name
+        path.write_text("PEM")
+        table["cluster"][key] = str(path)
+    [spec] = config.specs_from_table(table, ["thread", "process", "dask"])
+    options = dask_options.check_spec(spec)
+    assert options.address.startswith("tls://") and options.connect_timeout == 3.0
+    assert sorted(options.tls or {}) == sorted(dask_options.TLS_FILES)
+    assert (spec.timeout, spec.max_pending) == (30.0, 256)
+
+
+def test_sample_dask_yaml_is_valid_dask_configuration_dask_accepts() -> None:
+    import dask.config
+    from dask.utils import parse_timedelta
+
+    settings = dask.config.collect(paths=[str(CONF / "dask-cluster.yaml")], env={})
+    ttl = settings["distributed"]["scheduler"]["worker-ttl"]
+    tcp = settings["distributed"]["comm"]["timeouts"]["tcp"]
+    assert parse_timedelta(ttl) == 10 and parse_timedelta(tcp) >= 11  # dask's own minimum
