@@ -31,11 +31,17 @@ class SchedulerWatch:
         self.interval = connect_timeout / 2
         self.busy = busy
         self.lost_reason: str | None = None
+        self._dropped: object = None  # the scheduler connection this watch aborted
         self._task: asyncio.Task[None] | None = None
 
     def ensure_running(self) -> None:
-        """Start probing, unless a probe loop already runs or the scheduler was declared lost."""
-        if self.lost_reason is None and (self._task is None or self._task.done()):
+        """Start probing unless a probe loop already runs. After a loss, probing resumes once
+        the client has a new scheduler connection (dask re-dialed it)."""
+        if self.lost_reason is not None:
+            if self.client.scheduler_comm in (None, self._dropped):
+                return
+            self.lost_reason = self._dropped = None
+        if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._watch())
 
     def stop(self) -> None:
@@ -66,7 +72,8 @@ class SchedulerWatch:
         self.lost_reason = f"no answer within {self.interval:g} s"
         address = getattr(self.client.scheduler, "address", "?")
         log.warning("dask scheduler %s gave %s: dropping its connection", address, self.lost_reason)
-        comm = getattr(self.client.scheduler_comm, "comm", None)
+        self._dropped = self.client.scheduler_comm
+        comm = getattr(self._dropped, "comm", None)
         with contextlib.suppress(Exception):
             if comm is not None:
                 comm.abort()
