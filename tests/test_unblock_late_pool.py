@@ -37,6 +37,29 @@ def test_a_module_imports_where_its_pool_is_not_declared() -> None:
     assert out.stdout.startswith("pool 'remote' is not declared (declared pools: process, thread)")
 
 
+def test_what_a_dask_pool_ships_is_the_plain_function_without_tornado_run() -> None:
+    pytest.importorskip("distributed")
+    code = (
+        "import pickle, sys, remote_app\n"
+        "from distributed.protocol import pickle as dask_pickle\n"
+        "shipped = dask_pickle.dumps(remote_app.work.__wrapped__)\n"
+        "sys.stdout.write(repr((b'tornado_run' in shipped, b'remote_app' in shipped)))\n"
+        "del sys.modules['remote_app']\n"  # a fresh importer, as on a dask host
+        "fn = pickle.loads(shipped)\n"
+        "sys.stdout.write(' ' + repr(hasattr(fn, '__wrapped__')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=clean_env({"PYTHONPATH": str(APPS)}),
+    )
+    assert out.returncode == 0, out.stderr
+    # By value, naming its module (whose helpers it imports there) but nothing of tornado-run.
+    assert out.stdout == "(False, True) False"
+
+
 def test_a_pool_declared_after_decoration_runs_the_calls() -> None:
     @unblock(pool="late_threads")
     def double(x: int) -> int:

@@ -100,8 +100,10 @@ def _free_subnet() -> int:
     """A third octet of 10.213.x.0/24 that no address of the root namespace uses."""
     shown = subprocess.run([IP, "-4", "-o", "addr"], capture_output=True, text=True).stdout
     used = {int(part.split(".")[2]) for part in shown.split() if part.startswith("10.213.")}
-    free = [octet for octet in range(1, 255) if octet not in used]
-    return random.choice(free)
+    own = os.getpid() % 254 + 1  # concurrent runs have different pids: rarely the same pick
+    if own not in used:
+        return own
+    return random.choice([octet for octet in range(1, 255) if octet not in used])
 
 
 @contextlib.contextmanager
