@@ -89,7 +89,7 @@ class _PoolFinder:
     declaration that this pool can run it. A name needs no declaration until the first call,
     so a module imports where its pools are not declared (a dask scheduler or worker)."""
 
-    def __init__(self, fn: Callable[..., Any], pool: PoolRef, verb: bool, generator: bool):
+    def __init__(self, fn: Callable[..., Any], pool: PoolRef, verb: bool, generator: bool) -> None:
         self.fn, self.pool, self.verb, self.generator = fn, pool, verb, generator
         self._checked: PoolSpec | None = None
         if isinstance(pool, Executor):
