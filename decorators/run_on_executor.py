@@ -28,7 +28,9 @@ def run_on_executor(*args: Any, **kwargs: Any) -> Any:
     Future that can be awaited or yielded, like Tornado's decorator.
 
     `executor=` may also name a declared pool when `self` has no such attribute, and `pool=`
-    names one explicitly; pool calls get the pool's timeouts and backpressure.
+    names one explicitly; pool calls get the pool's timeouts and backpressure. A pool may be
+    declared after decoration: a name still undeclared at a call fails it with
+    `ConfigurationError` naming the declared pools.
     """
     if args and kwargs:
         raise ValueError("run_on_executor: pass either the method or keyword arguments, not both")
@@ -39,8 +41,6 @@ def run_on_executor(*args: Any, **kwargs: Any) -> Any:
         raise ValueError(f"run_on_executor: expected 1 positional argument, got {len(args)}")
     attribute: str = kwargs.get("executor", "executor")
     pool: str | None = kwargs.get("pool")
-    if pool is not None:
-        pools.spec_of(pool)  # unknown names fail here, not at the first call
     if args:
         return _decorate(args[0], attribute, pool)
     return lambda fn: _decorate(fn, attribute, pool)
@@ -51,15 +51,17 @@ def _decorate(
 ) -> Callable[..., asyncio.Future[Any]]:
     @functools.wraps(fn)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        target = getattr(self, attribute, None) if pool is None else None
-        if isinstance(target, Executor):
-            return asyncio.wrap_future(target.submit(fn, self, *args, **kwargs))
-        name = pool or attribute
-        if target is not None or name not in pools.names():
-            raise AttributeError(
-                f"{type(self).__name__}.{attribute} is {target!r}: @run_on_executor needs an "
-                f"Executor there, or a pool name (declared: {', '.join(pools.names())})"
-            )
+        name = pool
+        if name is None:
+            target = getattr(self, attribute, None)
+            if isinstance(target, Executor):
+                return asyncio.wrap_future(target.submit(fn, self, *args, **kwargs))
+            if target is not None or attribute not in pools.names():
+                raise AttributeError(
+                    f"{type(self).__name__}.{attribute} is {target!r}: @run_on_executor needs "
+                    f"an Executor there, or a pool name (declared: {', '.join(pools.names())})"
+                )
+            name = attribute
         return asyncio.ensure_future(pools.get(name).run(fn, (self, *args), kwargs, timeout=None))
 
     return wrapper

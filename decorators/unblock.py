@@ -19,7 +19,7 @@ from . import pools, streaming
 from .disconnect import DISCONNECTED, until_disconnect
 from .errors import Overloaded
 from .handler_results import answer_overloaded, write_result
-from .pools.api import Pool
+from .pools.api import Pool, PoolSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,6 +27,7 @@ H = TypeVar("H", bound=RequestHandler)
 PoolRef = str | Executor
 
 _VERBS = frozenset(method.lower() for method in RequestHandler.SUPPORTED_METHODS)
+_IN_PROCESS_KINDS = frozenset({"thread", "executor"})  # kinds whose calls stay in this process
 
 
 class Unblocker(Protocol):
@@ -69,26 +70,70 @@ def unblock(
     """Run `fn` in `pool` (a pool name or an Executor) with an optional `timeout` in seconds
     (default: the pool's). Used bare (`@unblock`) or with arguments (`@unblock(pool=...)`).
 
-    Raises at decoration: `ConfigurationError` (a ValueError) for an unknown pool or a bad
-    timeout; `TypeError` for a handler verb on a pool outside this process, an async function,
-    or a generator that is not a handler verb on a thread pool.
+    A pool name may be declared after decoration; the pool is looked up at each call, and a
+    name still undeclared then fails that call with `ConfigurationError` naming the declared
+    pools. Nothing of the pool is shipped with the function: a pool outside this process
+    gets the plain function.
+
+    Raises at decoration: `ConfigurationError` (a ValueError) for a bad timeout; `TypeError`
+    for an async function, or for a handler verb or a generator that is not a handler verb on
+    a pool outside this process (at decoration if the pool is declared, else at first call).
     """
     if fn is None:
         return lambda function: _decorate(function, pool, timeout)
     return _decorate(fn, pool, timeout)
 
 
-def _pool_getter(pool: PoolRef) -> tuple[Callable[[], Pool], bool]:
-    """Return a per-call pool lookup and whether calls leave this process."""
-    if isinstance(pool, Executor):
-        return (lambda: pools.for_executor(pool)), isinstance(pool, ProcessPoolExecutor)
-    if not isinstance(pool, str):
+class _PoolFinder:
+    """Finds the pool of one decorated function, at each call, and checks once per
+    declaration that this pool can run it. A name needs no declaration until the first call,
+    so a module imports where its pools are not declared (a dask scheduler or worker)."""
+
+    def __init__(self, fn: Callable[..., Any], pool: PoolRef, verb: bool, generator: bool) -> None:
+        self.fn, self.pool, self.verb, self.generator = fn, pool, verb, generator
+        self._checked: PoolSpec | None = None
+        if isinstance(pool, Executor):
+            _check_placement(fn, pool, isinstance(pool, ProcessPoolExecutor), verb, generator)
+        elif not isinstance(pool, str):
+            raise TypeError(
+                f"@unblock(pool={pool!r}): expected a pool name ({', '.join(pools.names())}) "
+                "or a concurrent.futures.Executor"
+            )
+        else:
+            declared = pools.declared(pool)
+            if declared is not None:
+                self._check(declared)
+
+    def __call__(self) -> Pool:
+        if isinstance(self.pool, Executor):
+            return pools.for_executor(self.pool)
+        live = pools.get(self.pool)
+        if live.spec is not self._checked:
+            self._check(live.spec)
+        return live
+
+    def _check(self, spec: PoolSpec) -> None:
+        remote = spec.kind not in _IN_PROCESS_KINDS
+        _check_placement(self.fn, self.pool, remote, self.verb, self.generator)
+        self._checked = spec
+
+
+def _check_placement(
+    fn: Callable[..., Any], pool: PoolRef, remote: bool, verb: bool, generator: bool
+) -> None:
+    """Raise `TypeError` when a pool outside this process would get a handler verb or a
+    generator, which only run next to their handler."""
+    if remote and verb:
         raise TypeError(
-            f"@unblock(pool={pool!r}): expected a pool name ({', '.join(pools.names())}) "
-            "or a concurrent.futures.Executor"
+            f"@unblock(pool={pool!r}) cannot run the handler method {fn.__qualname__} in "
+            "another process (the handler stays here); move the work to a module-level "
+            "@unblock(pool=...) function and `await` it from the handler"
         )
-    kind = pools.spec_of(pool).kind
-    return (lambda: pools.get(pool)), kind != "thread"
+    if generator and (remote or not verb):
+        raise TypeError(
+            f"@unblock on generator {fn.__qualname__}: generators stream only as handler "
+            "verbs on a thread pool; return a list instead, or make it a handler verb"
+        )
 
 
 def _check_timeout(fn: Callable[..., Any], timeout: Any) -> None:
@@ -116,20 +161,11 @@ def _decorate(fn: Callable[P, R], pool: PoolRef, timeout: float | None) -> Any:
             "async verb when its client leaves)"
         )
     _check_timeout(fn, timeout)
-    get_pool, remote = _pool_getter(pool)
     verb = _is_method(fn) and fn.__name__ in _VERBS
     generator = inspect.isgeneratorfunction(fn)
-    if remote and verb:
-        raise TypeError(
-            f"@unblock(pool={pool!r}) cannot run the handler method {fn.__qualname__} in "
-            "another process (the handler stays here); move the work to a module-level "
-            "@unblock(pool=...) function and `await` it from the handler"
-        )
-    if generator and (remote or not verb):
-        raise TypeError(
-            f"@unblock on generator {fn.__qualname__}: generators stream only as handler "
-            "verbs on a thread pool; return a list instead, or make it a handler verb"
-        )
+    if generator and not verb:
+        _check_placement(fn, pool, False, verb, generator)
+    get_pool = _PoolFinder(fn, pool, verb, generator)
 
     @functools.wraps(fn)
     async def call(*args: Any, **kwargs: Any) -> Any:

@@ -123,17 +123,21 @@ def wait_for_file(path: Path, timeout: float) -> str:
 
 
 @contextmanager
-def scheduler_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real `dask scheduler` on a loopback ephemeral port, with no workers; killed on exit."""
+def scheduler_process(
+    tmp_path: Path, env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real `dask scheduler` on a loopback ephemeral port, with no workers (and `env`, if
+    given, as its environment; `options` added to its command line); killed on exit."""
     info = tmp_path / "scheduler.json"
     dask_cli = Path(sys.executable).with_name("dask")
     proc = subprocess.Popen(
         [
             *(str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", "0"),
-            *("--no-dashboard", "--scheduler-file", str(info)),
+            *("--no-dashboard", "--scheduler-file", str(info), *options),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         address = json.loads(wait_for_file(info, 30))["address"]
@@ -185,3 +189,21 @@ async def main():
 
 print(json.dumps(asyncio.run(asyncio.wait_for(main(), 30))))
 """
+
+
+def make_tls_files(folder: Path) -> dict[str, Path]:
+    """A throwaway CA and one certificate it signed (for scheduler, worker and client alike:
+    dask checks the CA, not host names), made with the openssl command."""
+    files = {name: folder / name for name in ("ca.pem", "ca.key", "node.pem", "node.key")}
+    csr = folder / "node.csr"
+    ca, ca_key = str(files["ca.pem"]), str(files["ca.key"])
+    cert, key = str(files["node.pem"]), str(files["node.key"])
+    new_key = ("req", "-newkey", "rsa:2048", "-nodes")
+    steps = [
+        [*new_key, "-x509", "-days", "1", "-subj", "/CN=test-ca", "-keyout", ca_key, "-out", ca],
+        [*new_key, "-subj", "/CN=node", "-keyout", key, "-out", str(csr)],
+        ["x509", "-req", "-in", str(csr), "-CA", ca, "-CAkey", ca_key, "-out", cert],
+    ]
+    for step in steps:
+        subprocess.run(["openssl", *step], capture_output=True, check=True, timeout=30)
+    return files

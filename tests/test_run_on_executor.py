@@ -126,7 +126,15 @@ def test_a_missing_executor_or_unknown_pool_is_a_clear_error() -> None:
 
     with pytest.raises(AttributeError, match=r"NoExecutor\.executor is None.*pool name"):
         run(main)
-    with pytest.raises(ValueError, match="pool 'gpu' is not declared"):
-        run_on_executor(pool="gpu")
+
+    class LateGpu:
+        @run_on_executor(pool="gpu")  # decoration does not need the pool yet
+        def work(self) -> None: ...
+
+    async def call_undeclared() -> None:
+        await LateGpu().work()
+
+    with pytest.raises(ValueError, match=r"pool 'gpu' is not declared.*process.*thread"):
+        run(call_undeclared)
     with pytest.raises(TypeError, match="unknown argument"):
         run_on_executor(io_loop="x")

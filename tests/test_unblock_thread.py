@@ -216,12 +216,15 @@ def test_loop_is_never_blocked_while_unblocked_work_runs(caplog: pytest.LogCaptu
         assert longest_callback() >= 0.5, "the debug-mode check failed to see a blocked loop"
 
 
-def test_unknown_pool_or_bad_timeout_fails_at_decoration_naming_the_choices() -> None:
+def test_unknown_pool_fails_the_first_call_naming_the_declared_pools() -> None:
+    @unblock(pool="nope")  # decoration does not need the pool yet
+    def f() -> None: ...
+
     with pytest.raises(ValueError, match=r"pool 'nope' is not declared.*process.*thread"):
+        run(f)
 
-        @unblock(pool="nope")
-        def f() -> None: ...
 
+def test_bad_timeout_or_async_function_fails_at_decoration() -> None:
     with pytest.raises(ValueError, match=r"timeout=-1.*expected seconds > 0"):
 
         @unblock(timeout=-1)

@@ -8,6 +8,7 @@ from .api import Pool, PoolFactory, PoolSpec, PoolStats
 from .registry import (
     aclose,
     configure,
+    declared,
     for_executor,
     get,
     names,
@@ -24,6 +25,7 @@ __all__ = [
     "PoolStats",
     "aclose",
     "configure",
+    "declared",
     "for_executor",
     "get",
     "names",

@@ -16,7 +16,7 @@ BUILTIN_OPTIONS: dict[str, frozenset[str]] = {
     "thread": frozenset(),
     "process": frozenset({"cancel_running"}),
 }
-_TABLE_KEYS = ("kind", "size", "max_pending", "timeout")
+TABLE_KEYS = ("kind", "size", "max_pending", "timeout")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -63,7 +63,7 @@ def make_spec(
     if allowed is not None:
         for key, value in options.items():
             if key not in allowed:
-                names = ", ".join(sorted({*_TABLE_KEYS, *allowed}))
+                names = ", ".join(sorted({*TABLE_KEYS, *allowed}))
                 raise ConfigurationError(
                     f"pools.{name}.{key} = {value!r}: unknown setting for kind {kind!r} "
                     f"(allowed: {names})"
@@ -92,7 +92,7 @@ def specs_from_table(table: Mapping[str, Any], kinds: Iterable[str]) -> list[Poo
                 f'[pools.{name}] with kind = "thread" or "process"'
             )
         values = dict(settings)
-        fields = {key: values.pop(key, None) for key in _TABLE_KEYS}
+        fields = {key: values.pop(key, None) for key in TABLE_KEYS}
         specs.append(
             make_spec(
                 name,

@@ -11,8 +11,9 @@ Differences from the local pools, because of what dask allows:
   cannot be killed and runs to its end on its dask worker (counted as `abandoned`).
 - A dask worker that dies mid-task makes the scheduler run the task again elsewhere; only after
   dask's `allowed-failures` does the call fail with `WorkerCrashed`.
-- A lost or unreachable scheduler fails calls with `ClusterUnavailable` (one line naming the
-  address) after at most `connect_timeout` seconds instead of hanging.
+- A lost, unreachable or silent scheduler fails calls with `ClusterUnavailable` (HTTP 503,
+  one line naming the address) within about `connect_timeout` seconds instead of hanging: while
+  calls wait, the scheduler is asked for a sign of life (dask_watch).
 
 `distributed` is an optional dependency (`pip install 'tornado-run[dask]'`); it is imported
 only when a dask pool makes its first call.
@@ -22,18 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from tornado_run.runner.lifecycle import ConfigurationError
-
-from ..errors import TaskTimeout, WorkerCrashed
+from ..errors import Overloaded, TaskTimeout, WorkerCrashed
 from .admission import Admission
 from .api import PoolSpec, PoolStats
+from .dask_options import DaskOptions, check_spec
+from .dask_watch import SchedulerWatch
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -43,67 +43,31 @@ T = TypeVar("T")
 log = logging.getLogger("tornado_run.decorators.dask")
 
 KIND = "dask"
-INSTALL_HINT = "pip install 'tornado-run[dask]'"
-DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_PENDING = 256
 DEFAULT_CLOSE_TIMEOUT = 10.0
 _CANCEL_WAIT = 1.0  # seconds a timed-out call waits for the scheduler to drop its task
-OPTION_NAMES = ("address", "connect_timeout")
 _LOST = "scheduler-connection-lost"  # distributed's reason when the client loses its scheduler
-_ADDRESS_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
 
 
-class ClusterUnavailable(WorkerCrashed, ConnectionError):
-    """The dask scheduler cannot be reached or was lost while calls were waiting on it."""
-
-
-def check_spec(spec: PoolSpec) -> tuple[str, float]:
-    """Validate a dask pool declaration without importing `distributed`, so a bad one stops
-    the start: return (address, connect_timeout), or raise `ConfigurationError` (one line) for
-    a missing or malformed option, or when `distributed` is not installed."""
-    if importlib.util.find_spec("distributed") is None:
-        raise ConfigurationError(
-            f"pools.{spec.name}: kind 'dask' needs the distributed package: {INSTALL_HINT}"
-        )
-    return _validate_options(spec.name, spec.options)
+class ClusterUnavailable(Overloaded, ConnectionError):
+    """The dask scheduler cannot be reached, or was lost while calls waited on it (HTTP 503,
+    with a `retry_after` of the pool's connect timeout)."""
 
 
 def create_pool(spec: PoolSpec) -> DaskPool:
     """Factory for the registry's kind "dask": validate `spec` (see `check_spec`) and return
     a pool that connects on its first call. Does not import `distributed`."""
-    address, connect_timeout = check_spec(spec)
-    return DaskPool(spec, address=address, connect_timeout=connect_timeout)
-
-
-def _validate_options(name: str, options: Mapping[str, Any]) -> tuple[str, float]:
-    for key, value in options.items():
-        if key not in OPTION_NAMES:
-            allowed = ", ".join(sorted({*OPTION_NAMES, "kind", "size", "max_pending", "timeout"}))
-            raise ConfigurationError(
-                f"pools.{name}.{key} = {value!r}: unknown setting for kind 'dask'"
-                f" (allowed: {allowed})"
-            )
-    address = options.get("address")
-    if not isinstance(address, str) or not address.startswith(_ADDRESS_SCHEMES):
-        raise ConfigurationError(
-            f"pools.{name}.address = {address!r}: kind 'dask' needs the scheduler address,"
-            " e.g. 'tcp://10.0.0.5:8786'"
-        )
-    timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigurationError(
-            f"pools.{name}.connect_timeout = {timeout!r}: expected seconds > 0"
-        )
-    return address, float(timeout)
+    return DaskPool(spec, check_spec(spec))
 
 
 class DaskPool:
     """A per-process handle on a dask cluster, driven from this process's event loop."""
 
-    def __init__(self, spec: PoolSpec, *, address: str, connect_timeout: float) -> None:
+    def __init__(self, spec: PoolSpec, options: DaskOptions) -> None:
         self.spec = spec
-        self.address = address
-        self.connect_timeout = connect_timeout
+        self.options = options
+        self.address = options.address
+        self.connect_timeout = options.connect_timeout
         size = spec.size or 0
         if spec.max_pending is not None:
             max_pending = spec.max_pending
@@ -115,9 +79,11 @@ class DaskPool:
         self._client: Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Task[Client] | None = None
+        self._watch: SchedulerWatch | None = None
         self._slots: asyncio.Semaphore | None = None
         self._futures: set[Future[Any]] = set()
         self._cancelling: set[asyncio.Future[None]] = set()
+        self._closing: set[asyncio.Future[None]] = set()
         self._closed = False
 
     async def run(
@@ -177,6 +143,7 @@ class DaskPool:
             except (ClosedClientError, CommClosedError) as exc:
                 raise self._unavailable(exc) from exc
             self._futures.add(future)
+            self._watched(client).ensure_running()
             try:
                 result = await self._outcome(future)
             finally:
@@ -221,12 +188,11 @@ class DaskPool:
         if client is not None and client.status == "running":
             return client
         # A client re-dialing a scheduler it lost gets the connect timeout to come back.
-        if (
-            client is not None
-            and client.status == "connecting"
-            and await self._wait_running(client)
-        ):
-            return client
+        if client is not None and client.status == "connecting":
+            if await self._wait_running(client):
+                return client
+            if client.status == "connecting":
+                raise self._unreachable(f"after {self.connect_timeout:g} s")
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._connect())
             # Callers that timed out may leave nobody to read a failed connect's exception.
@@ -241,7 +207,7 @@ class DaskPool:
             if old is not None and (self._pid != os.getpid() or not _alive(old_loop)):
                 _abandon(old)
             self._pid, self._loop = os.getpid(), loop
-            self._client, self._connecting, self._slots = None, None, None
+            self._client, self._connecting, self._slots, self._watch = None, None, None, None
             self._futures.clear()
             self._cancelling.clear()
 
@@ -249,30 +215,26 @@ class DaskPool:
         from distributed import Client
 
         old, self._client = self._client, None
-        if old is not None:
-            await _close_quietly(old, self.connect_timeout)
+        if old is not None:  # in the background: closing a lost client can take a while
+            self._in_background(_close_quietly(old, self.connect_timeout), self._closing)
+        client = Client(  # type: ignore[no-untyped-call]
+            self.address,
+            asynchronous=True,
+            timeout=self.connect_timeout,
+            set_as_default=False,
+            security=self.options.security(),
+        )
         try:
-            client = await asyncio.wait_for(
-                Client(  # type: ignore[no-untyped-call]
-                    self.address,
-                    asynchronous=True,
-                    timeout=self.connect_timeout,
-                    set_as_default=False,
-                ),
-                timeout=self.connect_timeout + 1,
-            )
-        except (OSError, TimeoutError) as exc:
-            raise ClusterUnavailable(
-                f"dask scheduler {self.address} unreachable after {self.connect_timeout:g} s"
-                f" (pool {self.spec.name!r})"
-            ) from exc
-        except Exception as exc:  # e.g. a scheme whose transport is not installed
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ClusterUnavailable(
-                f"dask scheduler {self.address} unreachable: {detail} (pool {self.spec.name!r})"
-            ) from exc
+            await asyncio.wait_for(client, timeout=self.connect_timeout)
+        except BaseException as exc:
+            self._in_background(_close_quietly(client, self.connect_timeout), self._closing)
+            if isinstance(exc, OSError | TimeoutError):
+                raise self._unreachable(f"after {self.connect_timeout:g} s") from exc
+            if isinstance(exc, Exception):  # e.g. a scheme whose transport is not installed
+                raise self._unreachable(f"({_first_line(exc)})") from exc
+            raise
         log.info("dask pool %r connected to %s", self.spec.name, self.address)
-        self._client = cast("Client", client)
+        self._client = client
         return self._client
 
     async def _wait_running(self, client: Client) -> bool:
@@ -290,23 +252,45 @@ class DaskPool:
             self._slots = asyncio.Semaphore(self.spec.size)
         return self._slots
 
+    def _watched(self, client: Client) -> SchedulerWatch:
+        """The scheduler watch of `client` (see dask_watch), made on its first call."""
+        if self._watch is None or self._watch.client is not client:
+            if self._watch is not None:
+                self._watch.stop()
+            self._watch = SchedulerWatch(client, self.connect_timeout, lambda: bool(self._futures))
+        return self._watch
+
+    @staticmethod
+    def _in_background(work: Coroutine[Any, Any, None], tasks: set[asyncio.Future[None]]) -> None:
+        """Run `work` without awaiting it, keeping a reference in `tasks` until it ends."""
+        task = asyncio.ensure_future(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _unreachable(self, detail: str) -> ClusterUnavailable:
+        return ClusterUnavailable(
+            f"dask scheduler {self.address} unreachable {detail} (pool {self.spec.name!r})",
+            retry_after=self.connect_timeout,
+        )
+
     def _unavailable(self, exc: BaseException) -> ClusterUnavailable:
-        detail = getattr(exc, "reason", None) or type(exc).__name__
+        watch = self._watch
+        lost = watch.lost_reason if watch is not None else None
+        detail = lost or getattr(exc, "reason", None) or type(exc).__name__
         return ClusterUnavailable(
             f"dask scheduler {self.address} lost ({detail}) during a call on pool"
-            f" {self.spec.name!r}"
+            f" {self.spec.name!r}",
+            retry_after=self.connect_timeout,
         )
 
     def _cancel_soon(self, future: Future[Any]) -> None:
         client = self._client
         if client is None or client.status != "running":
             return
-        cancelling = _cancel_quietly(
-            client, [future], self.connect_timeout, "tornado-run: caller gone"
+        self._in_background(
+            _cancel_quietly(client, [future], self.connect_timeout, "tornado-run: caller gone"),
+            self._cancelling,
         )
-        task = asyncio.ensure_future(cancelling)
-        self._cancelling.add(task)
-        task.add_done_callback(self._cancelling.discard)
 
     def stats(self) -> PoolStats:
         """Return this pool's counters; `size` is the cluster's thread count once connected
@@ -340,6 +324,8 @@ class DaskPool:
         while self._admission.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.02)
         client, self._client = self._client, None
+        if self._watch is not None:
+            self._watch.stop()
         if client is None or self._pid != os.getpid():
             return
         left = max(0.1, deadline - loop.time())
@@ -410,6 +396,11 @@ async def _close_quietly(client: Client, timeout: float) -> None:
         await asyncio.wait_for(client.close(timeout=timeout), timeout + 1)  # type: ignore[no-untyped-call]
     except Exception as exc:
         log.warning("closing the dask client failed: %r", exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _name(obj: object) -> str:

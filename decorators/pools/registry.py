@@ -36,7 +36,7 @@ def _dask_factory(spec: PoolSpec) -> Pool:
 
 
 def _check_dask(spec: PoolSpec) -> None:
-    from .dask import check_spec  # validates without importing distributed
+    from .dask_options import check_spec  # validates without importing distributed
 
     check_spec(spec)
 
@@ -111,6 +111,12 @@ def names() -> list[str]:
     """Names of the declared pools."""
     _load()
     return sorted(_specs)
+
+
+def declared(name: str) -> PoolSpec | None:
+    """The declaration of `name`, or None while it is not declared."""
+    _load()
+    return _specs.get(name)
 
 
 def spec_of(name: str) -> PoolSpec:
