@@ -26,6 +26,12 @@ _WORKER_METRICS: list[tuple[str, str, str, Callable[[WorkerSnapshot], float]]] =
         lambda w: w.requests,
     ),
     ("in_flight_requests", "gauge", "Requests the worker is handling now.", lambda w: w.in_flight),
+    (
+        "open_websockets",
+        "gauge",
+        "WebSocket connections open in the worker now.",
+        lambda w: w.websockets,
+    ),
     ("resident_memory_bytes", "gauge", "Resident set size of the worker process.", lambda w: w.rss),
     (
         "cpu_percent",

@@ -24,6 +24,7 @@ class WorkerSnapshot:
     state: str = "ready"
     requests: int = 0
     in_flight: int = 0
+    websockets: int = 0
     rss: int = 0
     cpu_percent: float = 0.0
     max_lag_ms: float = 0.0

@@ -121,6 +121,7 @@ class ControlServices:
             state=slot.state_name,
             requests=slot.requests,
             in_flight=slot.in_flight,
+            websockets=slot.websockets,
             rss=rss,
             cpu_percent=cpu,
             max_lag_ms=max(float(slot.max_lag_ms), figures["max_lag_ms"]),
