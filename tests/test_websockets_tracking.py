@@ -59,10 +59,11 @@ def registry() -> Iterator[WebSocketRegistry]:
 
 
 @asynccontextmanager
-async def serving() -> AsyncIterator[int]:
+async def serving(close_every_response: bool = False) -> AsyncIterator[int]:
     app = tornado.web.Application([("/ws", Echo), ("/polite", Polite), ("/plain", Plain)])
     sockets = bind_sockets(0, "127.0.0.1")
     server = DrainingHTTPServer(app)
+    server.conn_params.no_keep_alive = close_every_response  # what a drain sets
     server.add_sockets(sockets)
     try:
         yield int(sockets[0].getsockname()[1])
@@ -112,6 +113,30 @@ def test_a_plain_get_on_a_websocket_route_is_not_counted(registry: WebSocketRegi
             assert registry.count == 0 and registry.tracked == 0
 
     asyncio.run(main())
+
+
+def test_an_upgrade_reaching_a_draining_server_still_opens(
+    registry: WebSocketRegistry,
+) -> None:
+    async def main() -> None:
+        async with serving(close_every_response=True) as port:
+            client = await connect(port)  # Tornado's client insists on Connection: Upgrade
+            assert client.headers["Connection"].lower() == "upgrade"
+            await until(lambda: registry.count == 1)
+            await registry.close_all(lifecycle.SERVICE_RESTART)
+            assert await client.read_message() is None
+            assert client.close_code == lifecycle.SERVICE_RESTART
+            assert await http_get_closes(port)  # other answers still say Connection: close
+
+    asyncio.run(main())
+
+
+async def http_get_closes(port: int) -> bool:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    return b"Connection: close" in head
 
 
 def test_close_all_sends_the_code_and_waits_for_the_clients_answer(

@@ -7,6 +7,11 @@ user code, and it works whichever HTTP server carries the upgrade. Tornado's `ge
 the handshake, `open()` and the whole frame loop, so a handler is in the registry exactly
 while its connection lives (tests/test_websockets_tracking.py checks this against Tornado).
 
+A draining HTTP server answers every request with `Connection: close`, which would replace
+the `Connection: Upgrade` of a 101 and fail the client's handshake. So the install also wraps
+`flush` (where the headers go out) to keep a 101's connection header: an upgrade that reaches
+a draining worker opens, and is then closed like the others, with a close code.
+
 On a drain, `close_all(code)` first lets handlers say their last words: a handler that
 defines `on_server_shutdown(self, code)` (plain or async) has it called with the close code,
 all of them together, for up to `LAST_WORDS_SECONDS`. Then every open WebSocket gets a close
@@ -25,10 +30,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tornado.concurrent import Future
+from tornado.http1connection import HTTP1Connection
 from tornado.websocket import WebSocketHandler, WebSocketProtocol
 
 from ..control.channel import STOP_REPLACED
 from ..lifecycle import GOING_AWAY, SERVICE_RESTART
+from . import tornado_adapter as tornado
 
 log = logging.getLogger("tornado_run.worker")
 
@@ -65,6 +73,7 @@ class CloseResult:
 
 
 _GetMethod = Callable[..., Awaitable[None]]
+_FlushMethod = Callable[[WebSocketHandler, bool], "Future[None]"]
 
 
 class WebSocketRegistry:
@@ -73,10 +82,13 @@ class WebSocketRegistry:
     def __init__(self) -> None:
         self._handlers: dict[WebSocketHandler, None] = {}  # insertion-ordered set
         self._original: _GetMethod | None = None
+        self._own_flush: _FlushMethod | None = None
+        self._flush_wrapped = False
 
     def install(self) -> None:
-        """Wrap `WebSocketHandler.get` so every handler registers itself while it lives.
-        One registry per process: installing a second one raises RuntimeError."""
+        """Wrap `WebSocketHandler.get` so every handler registers itself while it lives, and
+        its `flush` so a 101 keeps `Connection: Upgrade` on a draining connection. One
+        registry per process: installing a second one raises RuntimeError."""
         current = WebSocketHandler.get
         if getattr(current, "_tornado_run_registry", None) is not None:
             raise RuntimeError("a WebSocket registry is already installed in this process")
@@ -93,12 +105,32 @@ class WebSocketRegistry:
         get.__doc__ = current.__doc__
         self._original = current
         WebSocketHandler.get = get  # type: ignore[method-assign,assignment]
+        self._install_flush()
+
+    def _install_flush(self) -> None:
+        flush = WebSocketHandler.flush
+
+        def upgrade_flush(handler: WebSocketHandler, include_footers: bool = False) -> Future[None]:
+            connection = handler.request.connection
+            if handler.get_status() == 101 and isinstance(connection, HTTP1Connection):
+                tornado.keep_open_after_response(connection)  # it is detached right after
+            return flush(handler, include_footers)
+
+        self._own_flush = vars(WebSocketHandler).get("flush")  # None: inherited
+        self._flush_wrapped = True
+        WebSocketHandler.flush = upgrade_flush  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
-        """Put Tornado's own `get` back (tests)."""
+        """Put Tornado's own `get` and `flush` back (tests)."""
         if self._original is not None:
             WebSocketHandler.get = self._original  # type: ignore[method-assign,assignment]
             self._original = None
+        if self._flush_wrapped:
+            if self._own_flush is not None:
+                WebSocketHandler.flush = self._own_flush  # type: ignore[method-assign,assignment]
+            else:
+                del WebSocketHandler.flush
+            self._flush_wrapped = False
 
     @property
     def count(self) -> int:
