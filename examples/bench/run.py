@@ -7,10 +7,12 @@
 Sections: hello (tornado-run vs raw fork_processes vs gunicorn -k tornado), async (the
 seed's async-tasks table), forward (blocking vs async HTTP client in a proxy), cpu (/slow as a
 fraction of the physical limit, /fast p99, and overload at 4x), dispatch
-(examples/bench/dispatch.py), reload (failed requests across HUPs) and spread (connections per
-worker, shared socket vs --reuse-port). Prints markdown tables and writes results.json,
-results.md and chart.png into examples/bench/results/. Needs `wrk` (or `ab`): apt-get install
-wrk. A row that cannot run here is skipped with a one-line reason.
+(examples/bench/dispatch.py), reload (failed requests across HUPs), spread (connections per
+worker, shared socket vs --reuse-port) and websockets (open WebSockets plus HTTP load across
+HUPs: abnormal closes, failed requests, time until the old workers are gone). Prints
+markdown tables and writes results.json, results.md and chart.png into
+examples/bench/results/. Needs `wrk` (or `ab`): apt-get install wrk. A row that cannot run
+here is skipped with a one-line reason.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from examples.bench.sections_offload import (
     forward_section,
 )
 from examples.bench.sections_web import hello_section, reload_section, spread_section
+from examples.bench.sections_websockets import websockets_section
 
 Log = Callable[[str], None]
 RESULTS = REPO_ROOT / "examples" / "bench" / "results"
@@ -47,6 +50,7 @@ SECTIONS: dict[str, Callable[[Settings, Log], list[Section]]] = {
     "dispatch": lambda s, log: [dispatch_section(s, log)],
     "reload": lambda s, log: [reload_section(s, log)],
     "spread": lambda s, log: [spread_section(s, log)],
+    "websockets": lambda s, log: [websockets_section(s, log)],
 }
 
 
