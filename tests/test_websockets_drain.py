@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runner_support import TORNADO_RUN, Load, Server, clean_env, http_get, wait_until
+from runner_support import APPS, TORNADO_RUN, Load, Server, clean_env, http_get, wait_until
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 pytestmark = pytest.mark.timeout(90)
@@ -239,6 +240,27 @@ def test_fewer_workers_close_the_retired_workers_websockets_with_service_restart
         assert await kept[0].conn.read_message() == "still here"
         for client in kept:
             client.conn.close()
+
+    asyncio.run(main())
+    assert server.stop() == 0
+
+
+def test_a_source_change_under_reload_closes_with_service_restart(
+    launch: Callable[..., Server], tmp_path: Path
+) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    shutil.copy(APPS / "ws_app.py", app_dir / "ws_dev.py")
+    server = launch("ws_dev:application", "--reload", *SLOW_DRAIN, app_dir=app_dir)
+
+    async def main() -> None:
+        clients = await open_many(server, 3)
+        source = app_dir / "ws_dev.py"
+        source.write_text(source.read_text().replace('"v1"', '"v2"'))
+        assert await closes(clients) == [1012] * 3
+        replacement = await open_ws(server)
+        assert replacement.pid not in {c.pid for c in clients}
+        replacement.conn.close()
 
     asyncio.run(main())
     assert server.stop() == 0
