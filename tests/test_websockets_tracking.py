@@ -18,6 +18,7 @@ from tornado.netutil import bind_sockets
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 from tornado_run.runner import lifecycle
 from tornado_run.runner.control.channel import STOP_REPLACED, STOP_SERVER, STOP_UNKNOWN
+from tornado_run.runner.worker import websockets
 from tornado_run.runner.worker.httpserver import DrainingHTTPServer
 from tornado_run.runner.worker.websockets import WebSocketRegistry, close_code_for
 
@@ -43,6 +44,15 @@ class Polite(Echo):
         Polite.events.append(f"closed {self.close_code}")
 
 
+class Stubborn(Echo):
+    """Last words that never finish, or that fail."""
+
+    async def on_server_shutdown(self, code: int) -> None:
+        if self.get_query_argument("fail", ""):
+            raise RuntimeError("no last words")
+        await asyncio.Event().wait()
+
+
 class Plain(tornado.web.RequestHandler):
     def get(self) -> None:
         self.write("plain")
@@ -60,7 +70,9 @@ def registry() -> Iterator[WebSocketRegistry]:
 
 @asynccontextmanager
 async def serving(close_every_response: bool = False) -> AsyncIterator[int]:
-    app = tornado.web.Application([("/ws", Echo), ("/polite", Polite), ("/plain", Plain)])
+    app = tornado.web.Application(
+        [("/ws", Echo), ("/polite", Polite), ("/plain", Plain), ("/stubborn", Stubborn)]
+    )
     sockets = bind_sockets(0, "127.0.0.1")
     server = DrainingHTTPServer(app)
     server.conn_params.no_keep_alive = close_every_response  # what a drain sets
@@ -173,6 +185,27 @@ def test_last_words_are_sent_before_the_close_frame(registry: WebSocketRegistry)
             assert Polite.events == ["last words", "closed 1001"]
 
     asyncio.run(main())
+
+
+def test_last_words_that_hang_or_fail_do_not_stop_the_close(
+    registry: WebSocketRegistry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(websockets, "LAST_WORDS_SECONDS", 0.2)
+
+    async def main() -> None:
+        async with serving() as port:
+            hanging = await connect(port, "/stubborn")
+            failing = await connect(port, "/stubborn?fail=1")
+            await until(lambda: registry.count == 2)
+            result = await registry.close_all(lifecycle.GOING_AWAY)
+            assert (result.closed, result.cut) == (2, 0)
+            for client in (hanging, failing):
+                assert await client.read_message() is None
+                assert client.close_code == lifecycle.GOING_AWAY
+
+    asyncio.run(main())
+    assert "1 on_server_shutdown call(s) still running after 0.2s" in caplog.text
+    assert "no last words" in caplog.text
 
 
 def test_a_client_that_never_answers_the_close_is_cut_at_the_bound(
