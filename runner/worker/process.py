@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from tornado.ioloop import PeriodicCallback
@@ -32,7 +33,7 @@ from .appload import load_application
 from .loops import loop_factory
 from .servers import WorkerServer, build_server
 from .watchdog import LoopWatchdog, install_stack_dump
-from .websockets import WebSocketRegistry, close_code_for
+from .websockets import CloseResult, WebSocketRegistry, close_code_for
 
 log = logging.getLogger("tornado_run.worker")
 
@@ -143,20 +144,9 @@ class Worker:
         timeout = self.settings.graceful_timeout
         self._publish(state=DRAINING)
         code = close_code_for(self.stop_reason())
-        websockets = asyncio.ensure_future(self.websockets.close_all(code))
+        closing = asyncio.ensure_future(self.websockets.close_all(code))
         leftover = await self.server.drain(timeout)
-        closed = await websockets
-        if self.websockets.tracked:  # upgraded while the HTTP drain finished their requests
-            late = await self.websockets.close_all(code)
-            closed.closed, closed.cut = closed.closed + late.closed, closed.cut + late.cut
-        if closed.closed:
-            log.info(
-                "worker %d: closed %d WebSocket(s) with %d, %d without a close handshake",
-                self.ctx.worker_id,
-                closed.closed,
-                code,
-                closed.cut,
-            )
+        await self._websockets_closed(code, closing)
         if leftover:
             log.warning(
                 "worker %d: closed %d connection(s) still open at the graceful timeout (%gs)",
@@ -168,6 +158,22 @@ class Worker:
         await lifecycle.run_shutdown_hooks(remaining)
         ticker.stop()
         return EXIT_OK
+
+    async def _websockets_closed(self, code: int, closing: Awaitable[CloseResult]) -> None:
+        """Wait for the WebSocket closing that ran beside the HTTP drain, close those upgraded
+        while the HTTP drain finished their requests, and log what was done."""
+        result = await closing
+        if self.websockets.tracked:
+            late = await self.websockets.close_all(code)
+            result = CloseResult(result.closed + late.closed, result.cut + late.cut)
+        if result.closed:
+            log.info(
+                "worker %d: closed %d WebSocket(s) with %d, %d without a close handshake",
+                self.ctx.worker_id,
+                result.closed,
+                code,
+                result.cut,
+            )
 
     def stop_reason(self) -> int:
         """Why the master sent TERM (`channel.STOP_*`), read from this worker's slot."""
