@@ -9,10 +9,13 @@ idle WebSockets would miss them by far), not timings.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +90,50 @@ def test_stop_sends_going_away_to_every_websocket_and_exits_0_promptly(
 
     asyncio.run(main())
     assert re.search(r"closed \d WebSocket\(s\) with 1001, 0 without", server.log())
+
+
+def test_clients_that_never_answer_the_close_do_not_hold_the_stop(
+    launch: Callable[..., Server],
+) -> None:
+    server = launch(APP, "--workers", "1", *SLOW_DRAIN)
+    mute = [raw_upgrade(server) for _ in range(3)]
+    wait_until(lambda: status_line_read(mute), 10, "three upgrades answered")
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(STOP_BOUND) == 0  # the graceful timeout is 60 s
+    for sock in mute:
+        received = read_to_end(sock)
+        assert received.endswith(b"\x88\x11\x03\xe9server shutdown")  # its close frame, 1001
+    assert re.search(
+        r"closed 3 WebSocket\(s\) with 1001, 3 without a close handshake", server.log()
+    )
+
+
+def raw_upgrade(server: Server) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads nor answers."""
+    assert server.port is not None
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    return sock
+
+
+def status_line_read(socks: list[socket.socket]) -> bool:
+    for sock in socks:
+        head = sock.recv(12, socket.MSG_PEEK)
+        if not head.startswith(b"HTTP/1.1 101"):
+            return False
+    return True
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    received = b""
+    with sock:
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
 
 
 def test_hup_sends_service_restart_and_reconnects_reach_new_workers(
