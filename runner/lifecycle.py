@@ -2,8 +2,10 @@
 knowing what that code is.
 
 The runner calls `run_shutdown_hooks` while a worker drains, and `collect_stats` when the
-master asks for status. The decorators package registers its pools and background jobs
-here, so `runner/` never imports anything about pools.
+master asks for status. `GOING_AWAY` and `SERVICE_RESTART` are the WebSocket close codes a
+draining worker sends, which a handler's `on_server_shutdown(code)` receives. The decorators
+package registers its pools and background jobs here, so `runner/` never imports anything
+about pools.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ ShutdownHook = Callable[[float], Awaitable[None] | None]
 """Called with the seconds left before the graceful deadline; may be async."""
 
 StatsProvider = Callable[[], dict[str, Any]]
+
+GOING_AWAY = 1001
+"""WebSocket close code sent when the server stops (TERM or INT to the master)."""
+SERVICE_RESTART = 1012
+"""WebSocket close code sent when the worker is replaced (HUP, --reload, recycling, TTOU):
+clients can reconnect at once and reach a new worker."""
 
 # Environment the master sets in each worker (read here so decorators need not know it).
 ENV_WORKER_COUNT = "TORNADO_RUN_WORKER_COUNT"

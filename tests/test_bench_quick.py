@@ -68,6 +68,22 @@ def test_quick_hello_section_measures_every_row(tmp_path: Path) -> None:
         assert "no chart: matplotlib is not installed" in done.stdout
 
 
+@pytest.mark.timeout(120)
+def test_quick_websockets_section_counts_closes_across_hups(tmp_path: Path) -> None:
+    done = _bench("--quick", "--only", "websockets", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    rows = _rows(tmp_path)
+    assert rows and rows[0]["name"].startswith("tornado-run --workers 2")
+    for row in rows:
+        if row["note"]:
+            continue
+        values = row["values"]
+        assert values["closes_1012"] >= values["sockets"]  # every socket closed at least once
+        assert values["abnormal"] == 0
+        assert values["requests"] > 0 and values["old_gone_s"] > 0
+
+
 def test_missing_load_tools_skip_each_row_with_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()

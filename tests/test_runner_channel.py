@@ -9,6 +9,9 @@ from tornado_run.runner.control.channel import (
     DRAINING,
     FREE,
     READY,
+    STOP_REPLACED,
+    STOP_SERVER,
+    STOP_UNKNOWN,
     EventReader,
     EventWriter,
     Scoreboard,
@@ -66,6 +69,36 @@ def test_slots_are_claimed_released_and_cleared() -> None:
     board.release(second)
     assert board.read(second).state == FREE and board.read(second).requests == 0
     assert board.claim() == second
+
+
+def test_the_masters_stop_reason_survives_the_workers_publishing() -> None:
+    board = Scoreboard(2)
+    slot = board.claim()
+    assert slot is not None
+    mine = WorkerSlot(board, slot)
+    assert board.stop_reason(slot) == STOP_UNKNOWN
+    board.set_stop_reason(slot, STOP_REPLACED)
+    mine.publish(state=DRAINING, websockets=12, stats={"big": "x" * 10_000})
+    assert board.stop_reason(slot) == STOP_REPLACED
+    assert board.read(slot).websockets == 12
+    assert board.stop_reason(1 - slot) == STOP_UNKNOWN  # the neighbour's slot is untouched
+    board.set_stop_reason(slot, STOP_SERVER)
+    assert board.stop_reason(slot) == STOP_SERVER
+
+
+def test_a_reused_slot_starts_without_a_stop_reason() -> None:
+    board = Scoreboard(1)
+    slot = board.claim()
+    assert slot is not None
+    board.set_stop_reason(slot, STOP_REPLACED)
+    board.release(slot)
+    assert board.stop_reason(slot) == STOP_UNKNOWN
+    again = board.claim()
+    assert again == slot
+    board.set_stop_reason(slot, STOP_SERVER)
+    assert board.claim() is None
+    board.release(slot)
+    assert board.claim() == slot and board.stop_reason(slot) == STOP_UNKNOWN
 
 
 def test_an_oversized_stats_blob_is_replaced_not_torn() -> None:

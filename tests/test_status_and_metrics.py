@@ -28,7 +28,7 @@ def sample_snapshot() -> Snapshot:
         uptime=125.0,
         workers=[
             WorkerSnapshot(0, 4242, age=61, requests=1000, in_flight=3, connections=40,
-                           cap_hits=7, accept_refused=9, rss=50 * 2**20,
+                           cap_hits=7, accept_refused=9, websockets=5, rss=50 * 2**20,
                            cpu_percent=12.5, max_lag_ms=310.0, blocked_episodes=2, pools=pools),
             WorkerSnapshot(1, 4343, age=5, state="booting"),
         ],
@@ -69,6 +69,9 @@ def test_metrics_text_parses_as_prometheus_with_every_worker() -> None:
         for s in families["tornado_run_worker_max_loop_lag_seconds"].samples
     }
     assert lag["4242"] == pytest.approx(0.31)
+    websockets = families["tornado_run_worker_open_websockets"]
+    assert websockets.type == "gauge"
+    assert {s.labels["worker"]: s.value for s in websockets.samples} == {"0": 5.0, "1": 0.0}
     busy = families["tornado_run_pool_busy"].samples
     assert [(s.labels["pool"], s.value) for s in busy] == [("thread", 2.0)]
     restarts = {
@@ -141,9 +144,10 @@ def test_status_prints_a_row_per_worker_through_the_control_socket(
     assert out[1].split()[:3] == ["ID", "PID", "AGE"]
     row0, row1 = out[2].split(), out[3].split()
     assert out[1].split()[3:9] == ["REQUESTS", "IN", "FLIGHT", "CONNS", "CAP", "HITS"]
-    assert row0[:7] == ["0", "4242", "1m01s", "1000", "3", "40", "7"]
-    assert row0[7:11] == ["50.0M", "12.5", "310ms", "thread"]
-    assert row0[11] == "2/5"
+    assert out[1].split()[9] == "WEBSOCKETS"
+    assert row0[:8] == ["0", "4242", "1m01s", "1000", "3", "40", "7", "5"]
+    assert row0[8:12] == ["50.0M", "12.5", "310ms", "thread"]
+    assert row0[12] == "2/5"
     assert row1[:3] == ["1", "(booting)", "4343"]
 
 

@@ -228,3 +228,28 @@ def test_before_overflow_close_runs_while_the_socket_is_open_on_a_header_overflo
             await server.close_all_connections()
 
     asyncio.run(main())
+
+
+def test_keep_open_after_response_drops_the_connection_close_header() -> None:
+    async def main() -> None:
+        Held.release = asyncio.Event()
+        async with serving(tornado.web.Application([("/", Held)])) as (server, port):
+            server.conn_params.no_keep_alive = True  # as during a drain
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(GET)
+            await until(lambda: len(server._current) == 1)
+            (conn,) = server._current.values()
+            await until(lambda: adapter.request_started(conn))
+            assert conn._disconnect_on_finish is True
+            adapter.keep_open_after_response(conn)
+            assert conn._disconnect_on_finish is False
+            Held.release.set()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" not in head
+            del conn._disconnect_on_finish  # as if a Tornado release had renamed it
+            with pytest.raises(AttributeError, match="_disconnect_on_finish"):
+                adapter.keep_open_after_response(conn)
+            conn._disconnect_on_finish = False
+            writer.close()
+
+    asyncio.run(main())

@@ -5,6 +5,12 @@ fixed-size slot per worker. The worker's event loop writes its slot (state, hear
 a JSON blob of `lifecycle.collect_stats()`); the master reads it without any round trip. Each
 write is guarded by a sequence number (odd while writing), so a reader never sees a torn slot.
 
+The last bytes of each slot belong to the master: before it sends a worker TERM it writes
+there why (`STOP_SERVER`: the server stops; `STOP_REPLACED`: the worker is replaced by a new
+one), and the worker reads it when the TERM arrives (`Scoreboard.stop_reason`). The worker's
+own writes never touch that field, so the two writers cannot overwrite each other; a TERM
+with no reason written (a TERM sent to the worker by someone else) reads `STOP_UNKNOWN`.
+
 Event pipe: the worker writes one JSON line per event ("ready", "failed" with exit code and
 message, and any event a later feature adds); the master reads them from its select loop, and
 end of file tells it the worker is gone.
@@ -13,6 +19,7 @@ end of file tells it the worker is gone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import mmap
 import os
@@ -23,13 +30,20 @@ from typing import Any
 
 SLOT_SIZE = 4096
 # seq, pid, state, started (wall clock), heartbeat (monotonic), requests, in_flight,
-# connections, max_lag_ms, blocked_episodes, cap_hits, accept_refused, blob length
-_HEADER = struct.Struct("<QqqddQqqdqqqq")
-BLOB_SIZE = SLOT_SIZE - _HEADER.size
+# connections, websockets, max_lag_ms, blocked_episodes, cap_hits, accept_refused, blob length
+# (the same order as SlotView's fields)
+_HEADER = struct.Struct("<QqqddQqqqdqqqq")
+_STOP_REASON = struct.Struct("<q")  # master-written, at the end of the slot
+_STOP_OFFSET = SLOT_SIZE - _STOP_REASON.size
+BLOB_SIZE = _STOP_OFFSET - _HEADER.size
 _READ_ATTEMPTS = 8
 
 FREE, BOOTING, READY, DRAINING = 0, 1, 2, 3
 STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", DRAINING: "draining"}
+
+STOP_UNKNOWN, STOP_SERVER, STOP_REPLACED = 0, 1, 2
+"""Why the master sent TERM: unknown (not sent by the master), the server stops (TERM or
+INT to the master), or the worker is replaced (HUP, --reload, recycling, TTOU)."""
 
 
 @dataclass
@@ -43,6 +57,7 @@ class SlotView:
     requests: int = 0
     in_flight: int = 0
     connections: int = 0
+    websockets: int = 0
     max_lag_ms: float = 0.0
     blocked_episodes: int = 0
     cap_hits: int = 0  # times accepting paused at --max-connections
@@ -68,11 +83,23 @@ class Scoreboard:
             return None
         index = self._free.pop()
         self.write(index, SlotView())
+        self.set_stop_reason(index, STOP_UNKNOWN)
         return index
+
+    def set_stop_reason(self, index: int, reason: int) -> None:
+        """Master: say why the worker in slot `index` is about to get TERM (`STOP_*`).
+        Written before the signal is sent, so the worker reads it when the TERM arrives."""
+        _STOP_REASON.pack_into(self._map, index * SLOT_SIZE + _STOP_OFFSET, reason)
+
+    def stop_reason(self, index: int) -> int:
+        """Worker: why the master asked it to stop (`STOP_*`); `STOP_UNKNOWN` if it did not."""
+        (reason,) = _STOP_REASON.unpack_from(self._map, index * SLOT_SIZE + _STOP_OFFSET)
+        return int(reason)
 
     def release(self, index: int) -> None:
         """Master: free the slot of a worker that has been reaped."""
         self.write(index, SlotView())
+        self.set_stop_reason(index, STOP_UNKNOWN)
         if index not in self._free:
             self._free.append(index)
 
@@ -90,22 +117,8 @@ class Scoreboard:
         with contextlib.suppress(ValueError):
             decoded = json.loads(blob) if blob else {}
             stats = decoded if isinstance(decoded, dict) else {}
-        pid, state, started, heartbeat, requests, in_flight, conns, lag, blocked = fields[1:10]
-        cap_hits, refused = fields[10:12]
-        return SlotView(
-            pid,
-            state,
-            started,
-            heartbeat,
-            requests,
-            in_flight,
-            conns,
-            lag,
-            blocked,
-            cap_hits,
-            refused,
-            stats,
-        )
+        names = [f.name for f in dataclasses.fields(SlotView) if f.name != "stats"]
+        return SlotView(**dict(zip(names, fields[1:-1], strict=True)), stats=stats)
 
     def write(self, index: int, view: SlotView) -> None:
         """Write slot `index` (worker: its own slot; master: only to clear it)."""
@@ -126,6 +139,7 @@ class Scoreboard:
             view.requests,
             view.in_flight,
             view.connections,
+            view.websockets,
             view.max_lag_ms,
             view.blocked_episodes,
             view.cap_hits,

@@ -44,6 +44,12 @@ _WORKER_METRICS: list[tuple[str, str, str, Callable[[WorkerSnapshot], float]]] =
         "accept() attempts that failed for lack of file descriptors or memory.",
         lambda w: w.accept_refused,
     ),
+    (
+        "open_websockets",
+        "gauge",
+        "WebSocket connections open in the worker now.",
+        lambda w: w.websockets,
+    ),
     ("resident_memory_bytes", "gauge", "Resident set size of the worker process.", lambda w: w.rss),
     (
         "cpu_percent",

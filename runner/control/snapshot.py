@@ -27,6 +27,7 @@ class WorkerSnapshot:
     connections: int = 0
     cap_hits: int = 0
     accept_refused: int = 0
+    websockets: int = 0
     rss: int = 0
     cpu_percent: float = 0.0
     max_lag_ms: float = 0.0

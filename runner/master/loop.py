@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from .. import __version__
-from ..control.channel import EventReader, Scoreboard
+from ..control.channel import STOP_REPLACED, STOP_SERVER, EventReader, Scoreboard
 from ..cpus import usable_cores
 from ..errors import EXIT_APP_LOAD, EXIT_FAILURE, EXIT_OK
 from ..logsetup import reopen_log_files
@@ -270,11 +270,13 @@ class Master:
         return record
 
     def retire_worker(self, worker: WorkerRecord) -> None:
-        """Ask a worker to drain and exit (killed if still there after the graceful timeout)."""
+        """Ask a worker to drain and exit (killed if still there after the graceful timeout).
+        Its slot says it is replaced (WebSockets get 1012), written before the TERM."""
         if worker.retiring:
             return
         worker.retiring = True
         worker.kill_at = time.monotonic() + self.settings.graceful_timeout + KILL_GRACE
+        self.board.set_stop_reason(worker.slot, STOP_REPLACED)
         self._signal(worker, signal.SIGTERM)
 
     def _signal(self, worker: WorkerRecord, signum: int) -> None:
@@ -366,7 +368,8 @@ class Master:
     # ---- stopping --------------------------------------------------------------------
 
     def begin_stop(self, graceful: bool, code: int) -> None:
-        """Stop every worker (TERM to drain, or QUIT); the loop exits once all are gone."""
+        """Stop every worker (TERM to drain, or QUIT); the loop exits once all are gone.
+        Each slot says the server stops (WebSockets get 1001), written before the TERM."""
         if self.stopping == "immediate" or (graceful and self.stopping == "graceful"):
             return
         if self.stopping is None:
@@ -376,6 +379,8 @@ class Master:
         self.stop_deadline = time.monotonic() + wait
         self.notifier.stopping(graceful)
         for worker in self.workers.values():
+            if graceful:
+                self.board.set_stop_reason(worker.slot, STOP_SERVER)
             self._signal(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _progress_stop(self, now: float) -> None:

@@ -124,6 +124,7 @@ class ControlServices:
             connections=slot.connections,
             cap_hits=slot.cap_hits,
             accept_refused=slot.accept_refused,
+            websockets=slot.websockets,
             rss=rss,
             cpu_percent=cpu,
             max_lag_ms=max(float(slot.max_lag_ms), figures["max_lag_ms"]),

@@ -1,6 +1,11 @@
 """A worker process: choose the loop, load the app, serve on the inherited sockets, report
 readiness and heartbeats to the master, and drain before exiting on TERM.
 
+The drain closes HTTP connections and WebSockets at the same time. The WebSocket close code
+comes from the worker's scoreboard slot, where the master writes why it sends the TERM
+before sending it: 1012 when the worker is replaced, 1001 when the server stops or when
+there is no master.
+
 `run_worker` is also the whole server in `--no-master` mode (then there is no master to
 report to, and the sockets are this process's own).
 """
@@ -14,12 +19,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from tornado.ioloop import PeriodicCallback
 
 from .. import lifecycle
-from ..control.channel import DRAINING, READY, EventWriter, Scoreboard, WorkerSlot
+from ..control.channel import DRAINING, READY, STOP_UNKNOWN, EventWriter, Scoreboard, WorkerSlot
 from ..errors import EXIT_FAILURE, EXIT_OK, RunnerError, format_error
 from ..logsetup import reopen_log_files
 from ..settings.options import Settings
@@ -27,6 +33,7 @@ from .appload import load_application
 from .loops import loop_factory
 from .servers import WorkerServer, build_server
 from .watchdog import LoopWatchdog, install_stack_dump
+from .websockets import CloseResult, WebSocketRegistry, close_code_for
 
 log = logging.getLogger("tornado_run.worker")
 
@@ -96,11 +103,13 @@ class Worker:
         self.events = EventWriter(ctx.events_fd) if ctx.events_fd is not None else None
         block_warn = ctx.settings.block_warn / 1000
         self.watchdog = LoopWatchdog(block_warn if block_warn > 0 else None)
+        self.websockets = WebSocketRegistry()
         self._stop = asyncio.Event()
         self._stopping = False
 
     async def serve(self) -> int:
         self._install_signals()
+        self.websockets.install()  # before the app's handler classes are imported
         try:
             app = await load_application(
                 self.settings.app, self.settings.app_dir, self.settings.factory
@@ -134,7 +143,10 @@ class Worker:
         started = time.monotonic()
         timeout = self.settings.graceful_timeout
         self._publish(state=DRAINING)
+        code = close_code_for(self.stop_reason())
+        closing = asyncio.ensure_future(self.websockets.close_all(code))
         leftover = await self.server.drain(timeout)
+        await self._websockets_closed(code, closing)
         if leftover:
             log.warning(
                 "worker %d: closed %d connection(s) still open at the graceful timeout (%gs)",
@@ -146,6 +158,28 @@ class Worker:
         await lifecycle.run_shutdown_hooks(remaining)
         ticker.stop()
         return EXIT_OK
+
+    async def _websockets_closed(self, code: int, closing: Awaitable[CloseResult]) -> None:
+        """Wait for the WebSocket closing that ran beside the HTTP drain, close those upgraded
+        while the HTTP drain finished their requests, and log what was done."""
+        result = await closing
+        if self.websockets.tracked:
+            late = await self.websockets.close_all(code)
+            result = CloseResult(result.closed + late.closed, result.cut + late.cut)
+        if result.closed:
+            log.info(
+                "worker %d: closed %d WebSocket(s) with %d, %d without a close handshake",
+                self.ctx.worker_id,
+                result.closed,
+                code,
+                result.cut,
+            )
+
+    def stop_reason(self) -> int:
+        """Why the master sent TERM (`channel.STOP_*`), read from this worker's slot."""
+        if self.slot is None:
+            return STOP_UNKNOWN
+        return self.slot.board.stop_reason(self.slot.index)
 
     def tick(self) -> None:
         """Runs on the loop: stamp the heartbeat, publish counters, check the parent."""
@@ -165,6 +199,7 @@ class Worker:
             if server.acceptor is not None:
                 changes.setdefault("cap_hits", server.acceptor.cap_hits)
                 changes.setdefault("accept_refused", server.acceptor.refused)
+        changes.setdefault("websockets", self.websockets.count)
         changes.setdefault("stats", lifecycle.collect_stats())
         self.slot.view.max_lag_ms = self.watchdog.stats()["max_lag_ms"]
         self.slot.view.blocked_episodes = self.watchdog.episodes

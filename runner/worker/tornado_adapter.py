@@ -53,6 +53,14 @@ def close_after_response(conn: HTTP1Connection) -> None:
     conn._disconnect_on_finish = True
 
 
+def keep_open_after_response(conn: HTTP1Connection) -> None:
+    """Undo a pending close after the current response (`HTTP1Connection._disconnect_on_finish`),
+    so the response is not sent with `Connection: close`. Raises AttributeError as above."""
+    if "_disconnect_on_finish" not in vars(conn):
+        raise AttributeError("HTTP1Connection has no _disconnect_on_finish")
+    conn._disconnect_on_finish = False
+
+
 def buffered_bytes(stream: IOStream) -> int:
     """Bytes read from the socket and not yet consumed (`BaseIOStream._read_buffer_size`):
     a partial request waiting for the rest of its data."""
