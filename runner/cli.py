@@ -22,6 +22,7 @@ from .master import pidfile
 from .settings.loading import load_settings
 from .settings.options import OPTIONS, Settings
 from .sockets.binding import bind_all, close_all, describe, remove_unix_files, systemd_sockets
+from .worker import tls
 from .worker.appload import load_application
 from .worker.loops import loop_factory
 from .worker.process import WorkerContext, run_worker
@@ -192,7 +193,7 @@ def _check(settings: Settings, sockets: list[socket.socket], workers: int) -> in
     os.environ[lifecycle.ENV_POOLS_CONFIG] = settings.pools_json()  # as a worker would see it
     with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
         runner.run(load_application(settings.app, settings.app_dir, settings.factory))
-    where = ", ".join(describe(sock) for sock in sockets)
+    where = ", ".join(describe(sock, tls.enabled(settings)) for sock in sockets)
     loop = loop_factory(settings.loop).__module__.split(".")[0]
     print(f"tornado-run: ok: {settings.app} loads; {workers} worker(s), loop {loop}")
     print(f"tornado-run: ok: would listen on {where}")
@@ -201,7 +202,11 @@ def _check(settings: Settings, sockets: list[socket.socket], workers: int) -> in
 
 def _serve_here(settings: Settings, sockets: list[socket.socket]) -> int:
     for sock in sockets:
-        log.info("Listening at %s (no master, pid %d)", describe(sock), os.getpid())
+        log.info(
+            "Listening at %s (no master, pid %d)",
+            describe(sock, tls.enabled(settings)),
+            os.getpid(),
+        )
     pidfile.write(settings.pid)
     try:
         return run_worker(WorkerContext(settings, sockets, cpu_share=usable_cores()))

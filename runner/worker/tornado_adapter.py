@@ -9,7 +9,9 @@ attribute's name, instead of the drain silently misjudging a connection.
 
 from __future__ import annotations
 
+import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -74,3 +76,16 @@ def headers_written(handler: RequestHandler) -> bool:
 def handler_finished(handler: RequestHandler) -> bool:
     """True once `finish()` has run (`RequestHandler._finished`)."""
     return bool(handler._finished)
+
+
+def is_tls_connection_error(record: logging.LogRecord) -> bool:
+    """True when `record` is a warning Tornado logs on `tornado.general` for one TLS
+    connection: a failed handshake (`SSLIOStream._do_ssl_handshake`, "SSL Error on ...") or a
+    TLS-level write error ("Write error on ..." with an `ssl.SSLError`, e.g. a write after the
+    drain's close_notify). The format strings are matched exactly."""
+    args = record.args
+    if not isinstance(args, tuple):
+        return False
+    if record.msg == "SSL Error on %s %s: %s":
+        return len(args) == 3
+    return record.msg == "Write error on %s: %s" and isinstance(args[-1], ssl.SSLError)
