@@ -176,6 +176,36 @@ def test_required_client_certificate_refuses_clients_without_one(
 
 
 @pytest.mark.parametrize("kind", HTTP_KINDS)
+def test_optional_client_certificate_is_verified_and_shown_to_the_app(
+    launch: Callable[..., Server], certs: Certificates, kind: str
+) -> None:
+    server = launch(
+        "tls_app:application", *http_args(kind),
+        *tls_args(certs.server.cert, certs.server.key, "--ca-certs", certs.pki.ca,
+                  "--cert-reqs", "optional"),
+    )  # fmt: skip
+    assert server.port is not None
+    anonymous = https_get(server.port, "/whoami", certs.pki.client_context())
+    assert (anonymous[0], anonymous[1]["client"]) == (200, None)
+    known = https_get(server.port, "/whoami", certs.pki.client_context(certs.client))
+    assert (known[0], known[1]["client"]) == (200, "client")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https_get(server.port, "/whoami", certs.pki.client_context(certs.stranger))
+    assert server.stop() == 0
+
+
+def test_no_master_serves_tls_on_its_socket(
+    launch: Callable[..., Server], certs: Certificates
+) -> None:
+    server = launch(
+        "tls_app:application", "--no-master", *tls_args(certs.server.cert, certs.server.key)
+    )
+    assert server.port is not None
+    assert https_get(server.port, "/whoami", certs.pki.client_context())[1]["protocol"] == "https"
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("kind", HTTP_KINDS)
 def test_hup_after_replacing_the_files_serves_the_new_certificate_without_failed_requests(
     launch: Callable[..., Server], certs: Certificates, kind: str, tmp_path: Path
 ) -> None:

@@ -21,8 +21,13 @@ import pytest
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command")
 
-_SERVER_EXT = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
-_CLIENT_EXT = "extendedKeyUsage=clientAuth\n"
+_COMMON_EXT = (
+    "basicConstraints=CA:FALSE\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+)
+_SERVER_EXT = (
+    _COMMON_EXT + "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+)
+_CLIENT_EXT = _COMMON_EXT + "extendedKeyUsage=clientAuth\n"
 
 
 @dataclass(frozen=True)
