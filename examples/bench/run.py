@@ -8,9 +8,10 @@ Sections: hello (tornado-run vs raw fork_processes vs gunicorn -k tornado), asyn
 seed's async-tasks table), forward (blocking vs async HTTP client in a proxy), cpu (/slow as a
 fraction of the physical limit, /fast p99, and overload at 4x), dispatch
 (examples/bench/dispatch.py), reload (failed requests across HUPs) and spread (connections per
-worker, shared socket vs --reuse-port). Prints markdown tables and writes results.json,
-results.md and chart.png into examples/bench/results/. Needs `wrk` (or `ab`): apt-get install
-wrk. A row that cannot run here is skipped with a one-line reason.
+worker, shared socket vs --reuse-port) and tls (HTTPS keep-alive requests and new handshakes
+per server CPU-second, against raw Tornado with ssl_options). Prints markdown tables and
+writes results.json, results.md and chart.png into examples/bench/results/. Needs `wrk` (or
+`ab`): apt-get install wrk. A row that cannot run here is skipped with a one-line reason.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from examples.bench.sections_offload import (
     dispatch_section,
     forward_section,
 )
+from examples.bench.sections_tls import tls_section
 from examples.bench.sections_web import hello_section, reload_section, spread_section
 
 Log = Callable[[str], None]
@@ -47,6 +49,7 @@ SECTIONS: dict[str, Callable[[Settings, Log], list[Section]]] = {
     "dispatch": lambda s, log: [dispatch_section(s, log)],
     "reload": lambda s, log: [reload_section(s, log)],
     "spread": lambda s, log: [spread_section(s, log)],
+    "tls": lambda s, log: [tls_section(s, log)],
 }
 
 
