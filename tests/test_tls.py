@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from runner_support import APPS, Load, Server, run_cli, wait_until
+from runner_support import APPS, Load, Server, free_port, run_cli, wait_until
 from tls_support import Issued, Pki, needs_openssl, peer_serial
 from tornado_run.runner.settings.options import OPTIONS_BY_NAME
 
@@ -345,16 +345,47 @@ def test_bad_tls_input_exits_2_with_one_line_naming_the_file_and_the_problem(
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-def test_check_accepts_good_tls_files_and_names_the_https_address(certs: Certificates) -> None:
-    s = certs.server
+@pytest.mark.parametrize("source", ["command line", "environment", "config file"])
+def test_check_accepts_good_tls_settings_from_every_source_and_names_the_https_address(
+    certs: Certificates, tmp_path: Path, source: str
+) -> None:
+    values = {
+        "certfile": str(certs.server.cert),
+        "keyfile": str(certs.server.key),
+        "ca_certs": str(certs.pki.ca),
+        "cert_reqs": "optional",
+        "tls_min_version": "1.3",
+    }
+    args: list[str] = []
+    env: dict[str, str] = {}
+    if source == "command line":
+        for name, value in values.items():
+            args += ["--" + name.replace("_", "-"), value]
+    elif source == "environment":
+        env = {"TORNADO_RUN_" + name.upper(): value for name, value in values.items()}
+    else:
+        config = tmp_path / "tornado-run.toml"
+        lines = [f'{name} = "{value}"' for name, value in values.items()]
+        config.write_text("[server]\n" + "\n".join(lines) + "\n")
+        args = ["--config", str(config)]
     result = run_cli(
-        "hello:application", "--app-dir", str(APPS), "--bind", "127.0.0.1:0", "--check",
-        *tls_args(s.cert, s.key, "--ca-certs", certs.pki.ca, "--cert-reqs", "optional",
-                  "--tls-min-version", "1.3"),
-        timeout=30,
+        "hello:application", "--app-dir", str(APPS), "--bind", "127.0.0.1:0", "--check", *args,
+        env=env, timeout=30,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "would listen on https://127.0.0.1:" in result.stdout
+    # The same settings with a key that does not match: refused from this source too.
+    if source == "command line":
+        args[args.index("--keyfile") + 1] = str(certs.rotated.key)
+    elif source == "environment":
+        env["TORNADO_RUN_KEYFILE"] = str(certs.rotated.key)
+    else:
+        config.write_text(config.read_text().replace(str(certs.server.key), str(certs.rotated.key)))
+    refused = run_cli(
+        "hello:application", "--app-dir", str(APPS), "--bind", "127.0.0.1:0", "--check", *args,
+        env=env, timeout=30,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "does not match" in refused.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="--user needs the master to start as root")
@@ -371,3 +402,31 @@ def test_a_key_the_workers_user_cannot_read_is_refused_before_starting(
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
     assert "not readable by --user nobody" in line
+
+
+def test_under_supervisord_hup_rotates_the_certificate(certs: Certificates, tmp_path: Path) -> None:
+    from supervisor_support import program_section, running_supervisord, tornado_run_command
+
+    cert, key = live_files(tmp_path / "live", certs.server)
+    port = free_port()
+    command = tornado_run_command(
+        "sup_app:application", "--workers 2", f"--bind 127.0.0.1:{port}",
+        f"--certfile {cert} --keyfile {key}",
+    )  # fmt: skip
+    context = certs.pki.client_context()
+
+    def serial() -> int | None:
+        with contextlib.suppress(OSError):
+            return https_get(port, "/", context)[2]
+        return None
+
+    section = program_section("web", command, tmp_path, startsecs=1, stopwaitsecs=15)
+    with running_supervisord(tmp_path, section) as sup:
+        master = sup.wait_state("web", "RUNNING", 30)["pid"]
+        sup.remember_tree(int(master))
+        assert wait_until(serial, 20, "HTTPS answers") == certs.server.serial
+        install(certs.rotated.cert, cert)
+        install(certs.rotated.key, key)
+        assert sup.ctl("signal", "HUP", "web").returncode == 0
+        wait_until(lambda: serial() == certs.rotated.serial, 30, "the rotated certificate")
+        assert sup.info("web")["pid"] == master
