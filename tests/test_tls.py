@@ -67,10 +67,12 @@ def https_get(
     """One GET on a new TLS connection: (status, JSON body, the server certificate's serial)."""
     conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
     try:
+        conn.connect()
+        assert isinstance(conn.sock, ssl.SSLSocket)
+        serial = peer_serial(conn.sock)  # now: a `Connection: close` answer drops conn.sock
         conn.request("GET", path, headers=headers or {})
         reply = conn.getresponse()
-        assert isinstance(conn.sock, ssl.SSLSocket)
-        return reply.status, json.loads(reply.read()), peer_serial(conn.sock)
+        return reply.status, json.loads(reply.read()), serial
     finally:
         conn.close()
 
