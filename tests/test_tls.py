@@ -207,19 +207,22 @@ def test_no_master_serves_tls_on_its_socket(
     assert server.stop() == 0
 
 
+@pytest.mark.parametrize("socket_mode", ["--reuse-port", "--no-reuse-port"])
 @pytest.mark.parametrize("kind", HTTP_KINDS)
 def test_hup_after_replacing_the_files_serves_the_new_certificate_without_failed_requests(
-    launch: Callable[..., Server], certs: Certificates, kind: str, tmp_path: Path
+    launch: Callable[..., Server], certs: Certificates, kind: str, tmp_path: Path, socket_mode: str
 ) -> None:
     cert, key = live_files(tmp_path / "live", certs.server)
-    server = launch("hello:application", "--workers", "2", *http_args(kind), *tls_args(cert, key))
+    server = launch(
+        "hello:application", "--workers", "2", socket_mode, *http_args(kind), *tls_args(cert, key)
+    )
     assert server.port is not None
     context = certs.pki.client_context()
 
     def served(serial: int) -> int:
         return sum(n for text, n in load.serials.items() if int(text, 16) == serial)
 
-    with Load(server.port, fresh=1, kept=1, seconds=60, ssl_context=context) as load:
+    with Load(server.port, fresh=2, kept=2, seconds=60, ssl_context=context) as load:
         load.wait_for(20)
         before = server.worker_pids()
         install(certs.rotated.cert, cert)
