@@ -39,6 +39,7 @@ examples:
   tornado-run myapp:application
   tornado-run myapp:application --workers auto --bind 0.0.0.0:8000
   tornado-run myapp:make_app --factory --bind unix:/run/myapp.sock?mode=0660
+  tornado-run myapp:application --bind 0.0.0.0:8443 --certfile cert.pem --keyfile key.pem
   tornado-run myapp:application --no-master --bind fd://0     (supervisord fcgi-program)
   tornado-run myapp:application --config /etc/myapp/tornado-run.toml --check
   tornado-run status --pid /run/myapp.pid
