@@ -23,6 +23,7 @@ from .master.limits import raise_open_files_limit
 from .settings.loading import load_settings
 from .settings.options import OPTIONS, Settings
 from .sockets.binding import bind_all, close_all, describe, remove_unix_files, systemd_sockets
+from .worker import tls
 from .worker.appload import load_application
 from .worker.loops import loop_factory
 from .worker.process import WorkerContext, run_worker
@@ -39,6 +40,7 @@ examples:
   tornado-run myapp:application
   tornado-run myapp:application --workers auto --bind 0.0.0.0:8000
   tornado-run myapp:make_app --factory --bind 'unix:/run/myapp.sock?mode=0660&group=www-data'
+  tornado-run myapp:application --bind 0.0.0.0:8443 --certfile cert.pem --keyfile key.pem
   tornado-run myapp:application --no-master --bind fd://0     (supervisord fcgi-program)
   tornado-run myapp:application --config /etc/myapp/tornado-run.toml --check
   tornado-run status --pid /run/myapp.pid
@@ -194,7 +196,7 @@ def _check(settings: Settings, sockets: list[socket.socket], workers: int) -> in
     os.environ[lifecycle.ENV_POOLS_CONFIG] = settings.pools_json()  # as a worker would see it
     with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
         runner.run(load_application(settings.app, settings.app_dir, settings.factory))
-    where = ", ".join(describe(sock) for sock in sockets)
+    where = ", ".join(describe(sock, tls.enabled(settings)) for sock in sockets)
     loop = loop_factory(settings.loop).__module__.split(".")[0]
     print(f"tornado-run: ok: {settings.app} loads; {workers} worker(s), loop {loop}")
     print(f"tornado-run: ok: would listen on {where}")
@@ -203,7 +205,11 @@ def _check(settings: Settings, sockets: list[socket.socket], workers: int) -> in
 
 def _serve_here(settings: Settings, sockets: list[socket.socket]) -> int:
     for sock in sockets:
-        log.info("Listening at %s (no master, pid %d)", describe(sock), os.getpid())
+        log.info(
+            "Listening at %s (no master, pid %d)",
+            describe(sock, tls.enabled(settings)),
+            os.getpid(),
+        )
     if os.environ.get("NOTIFY_SOCKET"):
         log.warning(
             "--no-master does not notify systemd (NOTIFY_SOCKET is set): a Type=notify unit "

@@ -20,6 +20,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -269,8 +270,8 @@ def start_server(
         if bind is not None and bind.startswith("unix:"):
             server.unix = bind[len("unix:") :].partition("?")[0]
         elif bind is not None and not bind.startswith("fd://"):
-            text = server.wait_for_log(r"Listening at http://\S+:\d+", timeout)
-            match = re.search(r"Listening at http://(\[[^\]]+\]|[^:\s]+):(\d+)", text)
+            text = server.wait_for_log(r"Listening at https?://\S+:\d+", timeout)
+            match = re.search(r"Listening at https?://(\[[^\]]+\]|[^:\s]+):(\d+)", text)
             assert match is not None
             server.host, server.port = match.group(1).strip("[]"), int(match.group(2))
         if wait_ready:
@@ -305,10 +306,21 @@ class Load:
     """Client loops on loopback until stopped (bounded by `seconds`) against `/pid`: `fresh`
     loops open a connection per request, `kept` loops hold one keep-alive connection each and
     reconnect when the server answers `Connection: close` or half-closes it, as HTTP clients
-    do. Counts answers by pid and version (and the last version seen), and failures."""
+    do. Counts answers by pid and version (and the last version seen), and failures. With
+    `ssl_context` it speaks HTTPS and also counts the serial numbers (hex) of the server
+    certificates it was shown."""
 
-    def __init__(self, port: int, fresh: int = 2, kept: int = 0, seconds: float = 90) -> None:
+    def __init__(
+        self,
+        port: int,
+        fresh: int = 2,
+        kept: int = 0,
+        seconds: float = 90,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.port = port
+        self.ssl_context = ssl_context
+        self.serials: Counter[str] = Counter()
         self.deadline = time.monotonic() + seconds
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -347,10 +359,11 @@ class Load:
                 conn.close()  # an idle connection the server half-closed: reconnect, as clients do
                 conn = None
             if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn = self._connect()
             try:
                 conn.request("GET", "/pid")
                 response = conn.getresponse()
+                self._record_certificate(conn.sock)
                 self._record(response.status, response.read())
                 if not keep_alive or response.getheader("Connection", "") == "close":
                     conn.close()
@@ -363,6 +376,19 @@ class Load:
                 conn = None
         if conn is not None:
             conn.close()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.ssl_context is None:
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        return http.client.HTTPSConnection(
+            "127.0.0.1", self.port, timeout=10, context=self.ssl_context
+        )
+
+    def _record_certificate(self, sock: socket.socket | None) -> None:
+        if isinstance(sock, ssl.SSLSocket):
+            cert = sock.getpeercert()
+            with self.lock:
+                self.serials[str(cert["serialNumber"]) if cert else "?"] += 1
 
     def _record(self, status_code: int, body: bytes) -> None:
         with self.lock:

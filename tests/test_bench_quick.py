@@ -84,6 +84,29 @@ def test_quick_websockets_section_counts_closes_across_hups(tmp_path: Path) -> N
         assert values["requests"] > 0 and values["old_gone_s"] > 0
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(
+    shutil.which("wrk") is None or shutil.which("openssl") is None,
+    reason="the tls section needs wrk and openssl",
+)
+def test_quick_tls_section_measures_keep_alive_and_handshakes_for_both_servers(
+    tmp_path: Path,
+) -> None:
+    done = _bench("--quick", "--only", "tls", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    rows = _rows(tmp_path)
+    assert [row["name"] for row in rows] == [
+        "raw HTTPServer(ssl_options) + fork_processes(2)",
+        "tornado-run --workers 2 --certfile",
+    ]
+    for row in rows:
+        assert row["note"] == "", row["note"]
+        for key in ("kept_req_s", "kept_per_cpu_s", "hs_s", "hs_per_cpu_s"):
+            assert row["values"][key] > 0, (row["name"], key)
+        assert row["values"]["errors"] == 0
+
+
 def test_missing_load_tools_skip_each_row_with_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()

@@ -4,13 +4,17 @@ connections and handlers: a Tornado release that renames one fails here, by name
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
 import tornado.web
+from tls_support import Pki, needs_openssl
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
@@ -230,6 +234,59 @@ def test_before_overflow_close_runs_while_the_socket_is_open_on_a_header_overflo
     asyncio.run(main())
 
 
+class Records(logging.Handler):
+    """Collects the records logged on a logger while installed."""
+
+    def __init__(self, logger: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.logger = logging.getLogger(logger)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> Records:
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+
+
+@asynccontextmanager
+async def serving_tls(folder: Path) -> AsyncIterator[tuple[DrainingHTTPServer, int, Pki]]:
+    pki = Pki(folder)
+    issued = pki.server("server", serial=7)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(issued.cert, issued.key)
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = DrainingHTTPServer(tornado.web.Application([("/", Hello)]), ssl_options=context)
+    server.add_sockets(sockets)
+    try:
+        yield server, sockets[0].getsockname()[1], pki
+    finally:
+        server.stop()
+        await server.close_all_connections()
+
+
+@needs_openssl
+def test_tls_connection_error_matches_the_warning_for_a_failed_handshake(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with serving_tls(tmp_path) as (_, port, _pki):
+            with Records("tornado.general") as logged:
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(GET)  # plain HTTP to the TLS port
+                await until(lambda: bool(logged.records))
+                writer.close()
+        (record,) = logged.records
+        assert record.msg == "SSL Error on %s %s: %s"
+        assert adapter.is_tls_connection_error(record)
+        other = logging.LogRecord("tornado.general", logging.WARNING, "", 0, "x %s", ("y",), None)
+        assert not adapter.is_tls_connection_error(other)
+
+    asyncio.run(main())
+
+
 def test_keep_open_after_response_drops_the_connection_close_header() -> None:
     async def main() -> None:
         Held.release = asyncio.Event()
@@ -251,5 +308,41 @@ def test_keep_open_after_response_drops_the_connection_close_header() -> None:
                 adapter.keep_open_after_response(conn)
             conn._disconnect_on_finish = False
             writer.close()
+
+    asyncio.run(main())
+
+
+@needs_openssl
+def test_tls_connection_error_matches_the_write_error_after_the_drains_close_notify(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with serving_tls(tmp_path) as (server, port, pki):
+            loop = asyncio.get_running_loop()
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            context = pki.client_context()
+            tls = await loop.run_in_executor(
+                None,
+                lambda: context.wrap_socket(
+                    raw, server_hostname="localhost", suppress_ragged_eofs=False
+                ),
+            )
+
+            def get() -> bytes:
+                tls.sendall(GET)
+                return tls.recv(4096)
+
+            assert (await loop.run_in_executor(None, get)).startswith(b"HTTP/1.1 200")
+            with Records("tornado.general") as logged:
+                drain = asyncio.ensure_future(server.drain(5))
+                # The idle connection is half-closed after the grace: close_notify, then FIN
+                # (a FIN alone would raise SSLEOFError here).
+                assert await loop.run_in_executor(None, tls.recv, 100) == b""
+                await loop.run_in_executor(None, tls.sendall, GET)  # a request sent too late
+                await until(lambda: bool(logged.records))
+                tls.close()
+                await drain
+        write_errors = [r for r in logged.records if r.msg == "Write error on %s: %s"]
+        assert write_errors and all(adapter.is_tls_connection_error(r) for r in write_errors)
 
     asyncio.run(main())

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -68,9 +69,16 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    """One GET on a fresh connection; returns (status, body) or raises OSError."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_get(
+    port: int, path: str, timeout: float = 2.0, context: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
+    """One GET on a fresh connection (HTTPS with `context`); returns (status, body) or raises
+    OSError."""
+    conn = (
+        http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        if context is None
+        else http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    )
     try:
         conn.request("GET", path)
         response = conn.getresponse()
@@ -89,6 +97,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     ready_path: str = "/"
     term_whole_tree: bool = False  # True for servers whose workers ignore their parent's death
+    ssl_context: ssl.SSLContext | None = None  # the server speaks HTTPS: the readiness client
     process: subprocess.Popen[bytes] | None = None
     _log: Path | None = None
     _cpu_seen: dict[int, float] = field(default_factory=dict)
@@ -115,7 +124,7 @@ class Server:
                     f"{self.last_log_line()}"
                 )
             with contextlib.suppress(OSError, http.client.HTTPException):
-                http_get(self.port, self.ready_path, timeout=1.0)
+                http_get(self.port, self.ready_path, timeout=1.0, context=self.ssl_context)
                 return
             time.sleep(0.05)
         self.stop()

@@ -9,11 +9,12 @@ fast vs --http tornado on hello, JSON and a 4 KiB POST), async (the seed's async
 forward (blocking vs async HTTP client in a proxy), cpu (/slow as a fraction of the physical
 limit, /fast p99, and overload at 4x), dispatch (examples/bench/dispatch.py), reload (failed
 requests across HUPs), spread (connections per worker, shared socket vs --reuse-port), flood
-(wrk while idle connections pile up, also at a 1024 open-files limit) and websockets (open
-WebSockets plus HTTP load across HUPs: abnormal closes, failed requests, time until the old
-workers are gone). Prints markdown tables and writes results.json, results.md and chart.png
-into examples/bench/results/. Needs `wrk` (or `ab`): apt-get install wrk. A row that cannot
-run here is skipped with a one-line reason.
+(wrk while idle connections pile up, also at a 1024 open-files limit), tls (HTTPS keep-alive
+requests and new handshakes per server CPU-second, against raw Tornado with ssl_options) and
+websockets (open WebSockets plus HTTP load across HUPs: abnormal closes, failed requests, time
+until the old workers are gone). Prints markdown tables and writes results.json, results.md
+and chart.png into examples/bench/results/. Needs `wrk` (or `ab`): apt-get install wrk. A row
+that cannot run here is skipped with a one-line reason.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from examples.bench.sections_offload import (
     dispatch_section,
     forward_section,
 )
+from examples.bench.sections_tls import tls_section
 from examples.bench.sections_web import hello_section, reload_section, spread_section
 from examples.bench.sections_websockets import websockets_section
 
@@ -56,6 +58,7 @@ SECTIONS: dict[str, Callable[[Settings, Log], list[Section]]] = {
     "spread": lambda s, log: [spread_section(s, log)],
     "flood": lambda s, log: [flood_section(s, log)],
     "websockets": lambda s, log: [websockets_section(s, log)],
+    "tls": lambda s, log: [tls_section(s, log)],
 }
 
 

@@ -78,18 +78,25 @@ class ExitHandling:
         code = int(failure.get("code", EXIT_APP_LOAD))
         code = code if code in (EXIT_USAGE, EXIT_APP_LOAD) else EXIT_APP_LOAD
         message = str(failure.get("message", "the worker failed to boot"))
+        if was_replacement:
+            headline, _, where = message.partition("\n")
+            log.error(
+                "reload abandoned: new worker %d (pid %d) could not boot: %s; "
+                "old workers keep serving",
+                worker.worker_id,
+                worker.pid,
+                headline,
+            )
+            if where:
+                sys.stderr.write(where + "\n")
+            self.rolling.abandon(headline[:200] or "boot failed")
+            return
         sys.stderr.write(format_error(message))
         sys.stderr.flush()
-        if was_replacement:
-            log.error(
-                "reload abandoned: the new worker could not load the app; old workers keep serving"
-            )
-            self.rolling.abandon(message.splitlines()[0][:200] if message else "boot failed")
-            return
         if self.master.booted:
             self._count_crash(worker)
             return
-        log.error("stopping: the application failed to load (exit %d)", code)
+        log.error("stopping: the first worker could not boot (exit %d)", code)
         self.master.begin_stop(graceful=False, code=code)
 
     def _count_restart(self, reason: str) -> None:

@@ -30,6 +30,7 @@ from ..logsetup import reopen_log_files
 from ..settings.options import Settings
 from ..sockets.binding import close_all, describe, remove_unix_files
 from ..sockets.listener_sets import ListenerSets
+from ..worker import tls
 from ..worker.process import WorkerContext
 from ..worker.setup import run_forked_worker
 from ..worker.watchdog import STACK_DUMP_SIGNAL
@@ -97,7 +98,7 @@ class Master:
         pidfile.write(self.settings.pid)
         try:
             for sock in self.sockets:
-                log.info("Listening at %s", describe(sock))
+                log.info("Listening at %s", describe(sock, tls.enabled(self.settings)))
             while self.exit_code is None:
                 self._dispatch_signals()
                 self._read_events()

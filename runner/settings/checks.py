@@ -7,7 +7,7 @@ import importlib
 
 from ..errors import UsageError
 from ..sockets import reuseport
-from ..worker import privileges
+from ..worker import privileges, tls
 from .options import Settings
 from .parsers import is_app_spec
 
@@ -28,6 +28,7 @@ def validate(settings: Settings) -> None:
             "use --loop auto or asyncio"
         )
     _check_supervision(settings)
+    _check_tls(settings)
     if settings.no_master and settings.workers != 1 and settings.workers != "auto":
         raise UsageError(
             f"--workers {settings.workers} with --no-master: a single process serves; "
@@ -55,6 +56,35 @@ def _check_supervision(settings: Settings) -> None:
         )
     if settings.reuse_port and not reuseport.supported() and not settings.no_master:
         raise UsageError("--reuse-port: this platform has no SO_REUSEPORT; drop the flag")
+
+
+def _check_tls(settings: Settings) -> None:
+    """TLS options that need each other, then the files, loaded as a worker will load them."""
+    if settings.certfile is None:
+        for name in ("keyfile", "ca_certs", "ciphers"):
+            value = getattr(settings, name)
+            if value is not None:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} {str(value)!r}: needs --certfile (TLS is off without it)")
+        if settings.cert_reqs != "none":
+            raise UsageError(f"--cert-reqs {settings.cert_reqs}: needs --certfile (TLS is off)")
+        return
+    if settings.cert_reqs != "none" and settings.ca_certs is None:
+        raise UsageError(
+            f"--cert-reqs {settings.cert_reqs}: needs --ca-certs FILE, the CA certificates "
+            "that client certificates are verified against"
+        )
+    try:
+        tls.build_context(settings)
+    except tls.TLSFileError as exc:
+        raise UsageError(str(exc)) from None
+    identity = privileges.resolve(settings.user, settings.group)
+    for flag, path in tls.files(settings):
+        if identity is not None and not privileges.can_read(identity, path):
+            raise UsageError(
+                f"{flag} {path}: not readable by --user {identity.name}, and the workers "
+                "read it when they start (give that user read access)"
+            )
 
 
 def _importable(name: str) -> bool:

@@ -168,6 +168,34 @@ class Settings:
         False,
         "import the app module in the master before forking (shared memory; HUP keeps that code)",
     )
+    certfile: Path | None = option(
+        None,
+        p.parse_path_or_none,
+        "serve TLS on every --bind: PEM certificate chain (leaf first; each worker loads it "
+        "at start, so HUP rotates it)",
+        "FILE",
+    )
+    keyfile: Path | None = option(
+        None,
+        p.parse_path_or_none,
+        "PEM private key of --certfile (default: in the certfile)",
+        "FILE",
+    )
+    ca_certs: Path | None = option(
+        None,
+        p.parse_path_or_none,
+        "PEM CA certificates that client certificates must chain to",
+        "FILE",
+    )
+    cert_reqs: str = option(
+        "none", p.choice(p.CERT_REQS), "client certificates asked for", "|".join(p.CERT_REQS)
+    )
+    ciphers: str | None = option(
+        None, p.parse_text_or_none, "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's)", "LIST"
+    )
+    tls_min_version: str = option(
+        "1.2", p.choice(p.TLS_VERSIONS), "lowest TLS version accepted", "|".join(p.TLS_VERSIONS)
+    )
     # Not options: what the loader learned while reading the sources above.
     bind_given: bool = False  # --bind came from some source (else systemd sockets may be used)
     check: bool = False

@@ -17,6 +17,8 @@ from ..worker.privileges import parse_umask
 MAX_WORKERS = 1024
 LOOPS = ("auto", "asyncio", "uvloop")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+CERT_REQS = ("none", "optional", "required")
+TLS_VERSIONS = ("1.2", "1.3")
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _APP_SPEC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 
@@ -163,6 +165,13 @@ def parse_path_text(raw: object) -> str | None:
     """A file path kept as text; empty for the default."""
     if not isinstance(raw, str):
         raise BadValue("use a file path (a string)")
+    return raw.strip() or None
+
+
+def parse_text_or_none(raw: object) -> str | None:
+    """Any text; empty for the default."""
+    if not isinstance(raw, str):
+        raise BadValue("use a string")
     return raw.strip() or None
 
 

@@ -240,14 +240,17 @@ def systemd_sockets(backlog: int) -> list[socket.socket] | None:
     return [adopt_fd(fd, backlog, f"LISTEN_FDS fd {fd}") for fd in fds]
 
 
-def describe(sock: socket.socket) -> str:
-    """A URL-like name of a listening socket, e.g. http://127.0.0.1:8000 or unix:/run/a.sock."""
+def describe(sock: socket.socket, tls: bool = False) -> str:
+    """A URL-like name of a listening socket, e.g. http://127.0.0.1:8000, https://[::1]:8443,
+    unix:/run/a.sock or unix:/run/a.sock (TLS)."""
     name = sock.getsockname()
+    scheme = "https" if tls else "http"
     if sock.family == socket.AF_UNIX:
-        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+        path = name.decode() if isinstance(name, bytes) else name
+        return f"unix:{path} (TLS)" if tls else f"unix:{path}"
     if sock.family == socket.AF_INET6:
-        return f"http://[{name[0]}]:{name[1]}"
-    return f"http://{name[0]}:{name[1]}"
+        return f"{scheme}://[{name[0]}]:{name[1]}"
+    return f"{scheme}://{name[0]}:{name[1]}"
 
 
 def close_all(socks: list[socket.socket]) -> None:

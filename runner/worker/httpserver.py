@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -188,9 +189,20 @@ def _half_close(stream: IOStream) -> None:
     """Send FIN and keep reading: the client sees the end, and its close ends the connection
     without the reset a full close could cause."""
     sock = stream.socket
-    if sock is not None:
+    if sock is None:
+        return
+    if isinstance(sock, ssl.SSLSocket):
+        # TLS: close_notify first, so the client reads a clean end of the TLS stream. The
+        # call would wait for the client's close_notify; on a non-blocking socket it raises
+        # instead, and the TLS state stays, so the stream keeps reading TLS records.
+        with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+            sock.unwrap()
+        # SSLSocket.shutdown() drops the TLS state: shut down the TCP socket under it.
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_WR)
+            socket.socket.shutdown(sock, socket.SHUT_WR)
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
 
 
 HEADERS_TOO_LARGE = (
@@ -201,10 +213,11 @@ HEADERS_TOO_LARGE = (
 
 def _answer_431(stream: IOStream) -> None:
     """Tornado closes a connection whose header block overflows `max_header_size` without an
-    answer; tell the client why first (best effort: one small non-blocking send), then FIN."""
+    answer; tell the client why first (best effort: one small non-blocking send), then
+    half-close (over TLS: close_notify first)."""
     sock = stream.socket
     if sock is None:
         return
     with contextlib.suppress(OSError):
         sock.send(HEADERS_TOO_LARGE)
-        sock.shutdown(socket.SHUT_WR)
+    _half_close(stream)

@@ -108,6 +108,25 @@ def first_closed_folder(identity: Identity, path: Path) -> Path | None:
     return None
 
 
+def can_read(identity: Identity, path: Path) -> bool:
+    """True if `identity` may read the file `path` (its folders and the file's own mode bits,
+    owner and group); True when the file cannot be examined (the caller reports that)."""
+    if identity.uid == 0:
+        return True
+    path = path.resolve()
+    if first_closed_folder(identity, path.parent) is not None:
+        return False
+    try:
+        info = path.stat()
+    except OSError:
+        return True
+    if info.st_uid == identity.uid:
+        return bool(info.st_mode & stat.S_IRUSR)
+    if info.st_gid in identity.groups:
+        return bool(info.st_mode & stat.S_IRGRP)
+    return bool(info.st_mode & stat.S_IROTH)
+
+
 def unreachable_paths(identity: Identity, paths: list[Path]) -> list[str]:
     """One line per path (Python's library, the app folder...) the identity cannot reach."""
     problems = []

@@ -114,10 +114,11 @@ class Worker:
             app = await load_application(
                 self.settings.app, self.settings.app_dir, self.settings.factory
             )
+            server = build_server(self.settings, app)
         except RunnerError as exc:
             return self._boot_failed(exc)
-        self.server = build_server(self.settings, app)
-        self.server.add_sockets(self.ctx.sockets)
+        self.server = server
+        server.add_sockets(self.ctx.sockets)
         ticker = PeriodicCallback(self.tick, TICK_SECONDS * 1000)
         ticker.start()
         self.watchdog.start()

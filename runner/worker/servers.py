@@ -10,6 +10,7 @@ from typing import Protocol
 from tornado.httputil import HTTPServerConnectionDelegate
 
 from ..settings.options import Settings
+from . import tls
 from .accepting import Acceptor
 from .httpserver import DrainingHTTPServer, ProxyTrust
 
@@ -45,11 +46,16 @@ class WorkerServer(Protocol):
 
 
 def build_server(settings: Settings, app: HTTPServerConnectionDelegate) -> WorkerServer:
-    """The server the settings ask for, serving `app`."""
+    """The server the settings ask for, serving `app` (over TLS with --certfile: the files are
+    read now). Raises `tls.TLSBootError` when they cannot be used."""
     s = settings
     trust = ProxyTrust(s.forwarded_allow_ips) if s.proxy_headers else None
+    context = tls.server_context(s)
+    if context is not None:
+        tls.quiet_connection_errors()
     return DrainingHTTPServer(
         app,
+        ssl_options=context,
         proxy_trust=trust,
         idle_connection_timeout=s.idle_timeout,
         body_timeout=s.body_timeout,

@@ -9,7 +9,9 @@ attribute's name, instead of the drain silently misjudging a connection.
 
 from __future__ import annotations
 
+import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -94,3 +96,16 @@ def before_overflow_close(stream: IOStream, callback: Callable[[IOStream], None]
         close(exc_info)
 
     stream.close = closing  # type: ignore[method-assign]
+
+
+def is_tls_connection_error(record: logging.LogRecord) -> bool:
+    """True when `record` is a warning Tornado logs on `tornado.general` for one TLS
+    connection: a failed handshake (`SSLIOStream._do_ssl_handshake`, "SSL Error on ...") or a
+    TLS-level write error ("Write error on ..." with an `ssl.SSLError`, e.g. a write after the
+    drain's close_notify). The format strings are matched exactly."""
+    args = record.args
+    if not isinstance(args, tuple):
+        return False
+    if record.msg == "SSL Error on %s %s: %s":
+        return len(args) == 3
+    return record.msg == "Write error on %s: %s" and isinstance(args[-1], ssl.SSLError)
