@@ -64,6 +64,7 @@ class RequestParser:
         self._completed = False
         self._method_override: str | None = None
         self._held = b""
+        self._line = b""
         self._reparsing = False
         self._error: BadRequest | None = None
 
@@ -77,7 +78,10 @@ class RequestParser:
         offset in `data` where the other protocol's bytes begin. Raises `BadRequest`."""
         if self._held:
             data, self._held = self._held + data, b""
+        # A request line that arrives in pieces is kept until its end is parsed, in case
+        # llhttp refuses it and it must be parsed again (see `_reparse`).
         began_idle = not self.in_message
+        start = data if began_idle else self._line + data if self._line else b""
         self._completed = False
         if not self._headers_done:
             self._header_bytes += len(data)
@@ -91,11 +95,16 @@ class RequestParser:
                 raise error from None
             unknown_method = isinstance(exc, httptools.HttpParserInvalidMethodError)
             bare_lf = str(exc) == _BARE_LF_ERROR
-            if (unknown_method or bare_lf) and began_idle and not self._completed:
-                return self._reparse(data, unknown_method)
+            if (unknown_method or bare_lf) and start and not self._completed:
+                self._line = b""
+                return self._reparse(start, unknown_method)
             raise BadRequest(str(exc) or type(exc).__name__) from None
-        if self.in_message and not self._headers_done and self._header_bytes > self.max_header_size:
-            raise BadRequest("request headers too large", 431)
+        if self.in_message and not self._headers_done:
+            if self._header_bytes > self.max_header_size:
+                raise BadRequest("request headers too large", 431)
+            self._line = start if not self._headers and not self._completed else b""
+        elif self._line:
+            self._line = b""
         return None
 
     def _reparse(self, data: bytes, unknown_method: bool) -> int | None:
@@ -103,6 +112,9 @@ class RequestParser:
         a bare LF ending the line, or a method token llhttp does not know (parsed under a
         stand-in, and reported as sent: the application answers 405, as with Tornado)."""
         text = data.lstrip(b"\r\n")
+        token = text.partition(b" ")[0].partition(b"\n")[0].removesuffix(b"\r")
+        if unknown_method and not _TOKEN.fullmatch(token):
+            raise BadRequest("invalid method")
         eol = text.find(b"\n")
         if eol < 0:
             if len(text) > self.max_header_size:

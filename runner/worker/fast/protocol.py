@@ -81,6 +81,8 @@ class ClientConnection(asyncio.Protocol):
             offset = self.parser.feed(data)
         except BadRequest as exc:
             self._bad_request(exc)
+            if self.queue:
+                self._advance()  # the requests before the bad one are answered first
             return
         if offset is not None:
             self._upgrade = bytearray(data[offset:])
