@@ -20,6 +20,40 @@ _METHODS: dict[bytes, str] = {}
 _VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
+_BAD_LINE = "Malformed HTTP request line"
+_REQUEST_LINE_ERRORS = ("method", "URL", "url", "HTTP version", "after version", "Expected HTTP")
+
+
+def _header_values(data: bytes, name: bytes) -> list[str]:
+    pattern = re.compile(rb"(?im)^" + name + rb":[ \t]*([^\r\n]*?)[ \t]*\r?$")
+    return [value.decode("latin1") for value in pattern.findall(data)]
+
+
+def _tornado_reason(exc: Exception, data: bytes) -> str:
+    """What Tornado's parser logs for the same mistake (operators grep for these)."""
+    message = str(exc)
+    if isinstance(exc, httptools.HttpParserInvalidMethodError) or any(
+        part in message for part in _REQUEST_LINE_ERRORS
+    ):
+        return _BAD_LINE
+    if "Transfer-Encoding" in message and "Content-Length" in message:
+        return "Message with both Transfer-Encoding and Content-Length"
+    if "Content-Length" in message:
+        values = _header_values(data, b"content-length")
+        if "Duplicate" in message or any("," in value for value in values):
+            return f"Multiple unequal Content-Lengths: {', '.join(values)!r}"
+        return f"Only integer Content-Length is allowed: {', '.join(values)}"
+    if "Transfer-Encoding" in message:
+        return (
+            f"Unsupported Transfer-Encoding {','.join(_header_values(data, b'transfer-encoding'))}"
+        )
+    if "chunk size" in message:
+        return "invalid chunk size"
+    if "header token" in message:
+        return "no colon in header line"
+    return message or type(exc).__name__
+
+
 class BadRequest(Exception):
     """The client sent something this server will not serve: answer `status`, then close."""
 
@@ -98,7 +132,7 @@ class RequestParser:
             if (unknown_method or bare_lf) and start and not self._completed:
                 self._line = b""
                 return self._reparse(start, unknown_method)
-            raise BadRequest(str(exc) or type(exc).__name__) from None
+            raise BadRequest(_tornado_reason(exc, self._line + data)) from None
         if self.in_message and not self._headers_done:
             if self._header_bytes > self.max_header_size:
                 raise BadRequest("request headers too large", 431)
@@ -114,7 +148,7 @@ class RequestParser:
         text = data.lstrip(b"\r\n")
         token = text.partition(b" ")[0].partition(b"\n")[0].removesuffix(b"\r")
         if unknown_method and not _TOKEN.fullmatch(token):
-            raise BadRequest("invalid method")
+            raise BadRequest(_BAD_LINE)
         eol = text.find(b"\n")
         if eol < 0:
             if len(text) > self.max_header_size:
@@ -124,11 +158,11 @@ class RequestParser:
             return None
         line = text[:eol].removesuffix(b"\r")
         if self._reparsing:
-            raise BadRequest("invalid request line")
+            raise BadRequest(_BAD_LINE)
         if unknown_method:
             token, space, rest = line.partition(b" ")
             if not space or not _TOKEN.fullmatch(token):
-                raise BadRequest("invalid method")
+                raise BadRequest(_BAD_LINE)
             self._method_override = token.decode("latin1")
             line = b"GET " + rest
         self._restart()
@@ -164,7 +198,7 @@ class RequestParser:
             self._fail(BadRequest("request headers too large", 431))
         version = _VERSIONS.get(self._parser.get_http_version())
         if version is None:
-            self._fail(BadRequest("unsupported HTTP version"))
+            self._fail(BadRequest(_BAD_LINE))
         headers = HTTPHeaders()
         for raw_name, raw_value in self._headers:
             name = raw_name.decode("latin1")
@@ -175,7 +209,7 @@ class RequestParser:
                 headers[name] = value
         encoding = headers.get("Transfer-Encoding")
         if encoding is not None and encoding.lower() != "chunked":
-            self._fail(BadRequest(f"unsupported Transfer-Encoding {encoding!r}"))
+            self._fail(BadRequest(f"Unsupported Transfer-Encoding {encoding}"))
         method = self._method_override or self._method()
         self._method_override = None
         self.sink.request_parsed(

@@ -22,7 +22,7 @@ from tornado.log import app_log, gen_log
 from .. import tornado_adapter as tornado
 from .connection import RequestConnection
 from .parsing import BadRequest, RequestParser
-from .state import CHUNK_SIZE, ServerState
+from .state import ServerState
 
 READ_PAUSE_BYTES = 1 << 20
 """Unconsumed body bytes of one request at which reading pauses."""
@@ -65,7 +65,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         sock = transport.get_extra_info("socket")
         family = sock.family if sock is not None else socket.AF_INET
-        self.context = tornado.request_context(family, self.address, self.scheme)
+        self.context = tornado.request_context(
+            family, self.address, self.scheme, self.state.trusted_downstream
+        )
         trust = self.state.trust
         self.trusted = trust is not None and trust.allows(self.address)
         self.state.connections.add(self)
@@ -221,7 +223,8 @@ class ClientConnection(asyncio.Protocol):
         else:
             delegate = tornado.callable_delegate(state.app, request)  # type: ignore[arg-type]
         if state.decompress:
-            delegate = tornado.gzip_delegate(delegate, CHUNK_SIZE, request.max_body_size)
+            limits = state.limits
+            delegate = tornado.gzip_delegate(delegate, limits.chunk_size, request.max_body_size)
         request.delegate = delegate
         if self.trusted:
             tornado.apply_forwarded(self.context, request.headers)
@@ -251,10 +254,14 @@ class ClientConnection(asyncio.Protocol):
         body = request.body
         data = body[0] if len(body) == 1 else b"".join(body)
         body.clear()
-        request.buffered = 0
+        chunk_size = self.state.limits.chunk_size
+        if len(data) > chunk_size:  # the rest goes on the next turn of `_advance`
+            data, rest = data[:chunk_size], data[chunk_size:]
+            body.append(rest)
+        request.buffered = sum(map(len, body))
         request.body_size += len(data)
         if request.body_size > request.max_body_size:
-            self._answer_error(BadRequest("body too large"))
+            self._answer_error(BadRequest("chunked body too large"))
             return
         if self.read_paused and self._upgrade is None and len(self.queue) <= 1:
             self._resume_reading()
@@ -388,7 +395,10 @@ class ClientConnection(asyncio.Protocol):
             self._answer_error(exc)
 
     def _answer_error(self, exc: BadRequest) -> None:
-        gen_log.info("Malformed HTTP message from %s: %s", self.context, exc)
+        if exc.status == 431:  # Tornado's words when its header read hits the limit
+            gen_log.info("Unsatisfiable read, closing connection: %s", exc)
+        else:
+            gen_log.info("Malformed HTTP message from %s: %s", self.context, exc)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_STATUS_LINES.get(exc.status, _STATUS_LINES[400]))
             self.transport.close()
