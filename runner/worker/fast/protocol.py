@@ -23,6 +23,7 @@ from .. import tornado_adapter as tornado
 from .connection import RequestConnection
 from .parsing import BadRequest, RequestParser
 from .state import ServerState
+from .streamview import StreamView
 
 READ_PAUSE_BYTES = 1 << 20
 """Unconsumed body bytes of one request at which reading pauses."""
@@ -173,6 +174,11 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._response_done(request)
 
+    @property
+    def stream(self) -> StreamView:
+        assert self.transport is not None
+        return StreamView(self.transport, self.send)
+
     def abort_response(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -189,9 +195,8 @@ class ClientConnection(asyncio.Protocol):
         self.queue.clear()
         self.deadline = math.inf
         self.state.connections.discard(self)
-        stream = TransportStream(self.transport, leftover)
-        self.transport.resume_reading()
-        return stream
+        self.read_paused = False  # reading is the stream's business from here on
+        return TransportStream(self.transport, leftover)
 
     # the request cycle
 

@@ -88,6 +88,10 @@ class FastHTTPServer:
         self.acceptor.add_sockets(sockets)
         self.sweep.start()
 
+    def add_socket(self, sock: socket.socket) -> None:
+        """Start accepting on one listening socket (Tornado's name)."""
+        self.add_sockets([sock])
+
     def accepted(self, sock: socket.socket, address: object) -> None:
         """Serve one accepted client socket."""
         sock.setblocking(False)
