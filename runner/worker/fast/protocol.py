@@ -102,6 +102,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             self.queue.clear()
             if head.started and not head.detached:
                 self._tell_closed(head)
+            head.release()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -190,7 +191,9 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self.deadline = math.inf
         self.state.connections.discard(self)
         self.read_paused = False  # reading is the stream's business from here on
-        return TransportStream(self.transport, leftover)
+        stream = TransportStream(self.transport, leftover)
+        request.release()
+        return stream
 
     def _response_done(self, request: RequestConnection) -> None:
         if request.detached or self.closed or not self.queue or self.queue[0] is not request:
@@ -199,7 +202,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         if request.disconnect_on_finish:
             self.transport.close()
             return
-        self.queue.popleft()
+        self.queue.popleft().release()
         if self._upgrade is not None:  # answered without taking the connection over
             leftover, self._upgrade = bytes(self._upgrade), None
             self.parser = RequestParser(self, self.state.limits.max_header_size)
