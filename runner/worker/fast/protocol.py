@@ -254,7 +254,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self._close()
 
     def _keep_alive(self, start_line: httputil.RequestStartLine, headers: Any) -> bool:
-        if self.state.draining:
+        if self.state.draining or self.state.no_keep_alive:
             return False
         connection = headers.get("Connection")
         if connection is not None:
