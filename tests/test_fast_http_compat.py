@@ -113,3 +113,17 @@ def test_with_an_ssl_context_connections_are_tls_and_requests_say_https() -> Non
                 assert response.body == b"127.0.0.1 https"
 
     run(main)
+
+
+def test_an_upgrade_request_with_a_body_is_served_as_a_plain_request() -> None:
+    async def main() -> None:
+        async with serving(application()) as served:
+            raw = await served.connect()
+            upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            raw.send(b"POST / HTTP/1.1\r\nHost: t\r\n" + upgrade + b"Content-Length: 5\r\n\r\nab")
+            await asyncio.sleep(0.05)
+            raw.send(b"cde" + GET)  # the rest of the body, then the next request
+            assert (await raw.response())[2] == b"got:abcde"
+            assert (await raw.response())[2] == b"hello"
+
+    run(main)
