@@ -155,3 +155,11 @@ def test_max_requests_recycles_a_fast_worker_without_a_failed_request(
         load.wait_for(20)
     assert load.failures == []
     assert server.stop() == 0
+
+
+def test_fast_server_on_a_unix_socket(launch: Callable[..., Server], tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    server = launch("hello:application", "--http", "fast", bind=f"unix:{path}")
+    reply = server.get("/ip")
+    assert reply.status == 200 and reply.json() == {"remote_ip": "0.0.0.0", "protocol": "http"}
+    assert server.stop() == 0
