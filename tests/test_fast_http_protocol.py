@@ -256,3 +256,14 @@ def test_no_keep_alive_closes_after_each_response() -> None:
             assert b"Connection: close" in reply and reply.endswith(b"hello")
 
     run(main)
+
+
+def test_whitespace_around_header_values_is_dropped_like_tornado() -> None:
+    async def main() -> None:
+        async with serving(application()) as served:
+            reply = await served.exchange(
+                b"POST / HTTP/1.1\r\nHost:   t \t\r\nContent-Length: 2  \r\nConnection: close \r\n\r\nok"
+            )
+            assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"got:ok")
+
+    run(main)
