@@ -262,7 +262,8 @@ def test_whitespace_around_header_values_is_dropped_like_tornado() -> None:
     async def main() -> None:
         async with serving(application()) as served:
             reply = await served.exchange(
-                b"POST / HTTP/1.1\r\nHost:   t \t\r\nContent-Length: 2  \r\nConnection: close \r\n\r\nok"
+                b"POST / HTTP/1.1\r\nHost:   t \t\r\nContent-Length: 2  \r\n"
+                b"Connection: close \r\n\r\nok"
             )
             assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"got:ok")
 
