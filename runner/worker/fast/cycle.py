@@ -72,11 +72,16 @@ class RequestCycle:
         state = self.state
         state.requests += 1
         request.started = True
-        if state.is_delegate:
-            app: Any = state.app
-            delegate = app.start_request(self, request)
-        else:
-            delegate = tornado.callable_delegate(state.app, request)  # type: ignore[arg-type]
+        try:
+            if state.is_delegate:
+                app: Any = state.app
+                delegate = app.start_request(self, request)
+            else:
+                delegate = tornado.callable_delegate(state.app, request)  # type: ignore[arg-type]
+        except Exception:
+            app_log.error("Uncaught exception", exc_info=True)
+            self._close()
+            return
         if state.decompress:
             limits = state.limits
             delegate = tornado.gzip_delegate(delegate, limits.chunk_size, request.max_body_size)
