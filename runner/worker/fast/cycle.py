@@ -115,14 +115,8 @@ class RequestCycle:
             self.deadline = time.monotonic() + request.body_timeout
 
     def _deliver(self, request: RequestConnection) -> None:
-        body = request.body
-        data = body[0] if len(body) == 1 else b"".join(body)
-        body.clear()
-        chunk_size = self.state.limits.chunk_size
-        if len(data) > chunk_size:  # the rest goes on the next turn of `_advance`
-            data, rest = data[:chunk_size], data[chunk_size:]
-            body.append(rest)
-        request.buffered = sum(map(len, body))
+        data = _next_piece(request.body, self.state.limits.chunk_size)
+        request.buffered -= len(data)
         request.body_size += len(data)
         if request.body_size > request.max_body_size:
             self._answer_error(BadRequest("chunked body too large"))
@@ -220,3 +214,21 @@ class RequestCycle:
         elif not request.write_finished and request.close_callback is not None:
             callback, request.close_callback = request.close_callback, None
             callback()
+
+
+def _next_piece(body: list[bytes], chunk_size: int) -> bytes:
+    """Take the next body piece to hand over: at most `chunk_size` bytes, small pieces
+    (say tiny chunks of a chunked body) joined, as Tornado's HTTP1Connection does."""
+    first = body[0]
+    if len(first) > chunk_size:  # split once; the rest waits in order
+        body[:1] = [first[i : i + chunk_size] for i in range(0, len(first), chunk_size)]
+        return body.pop(0)
+    count, total = 1, len(first)
+    while count < len(body) and total + len(body[count]) <= chunk_size:
+        total += len(body[count])
+        count += 1
+    if count == 1:
+        return body.pop(0)
+    data = b"".join(body[:count])
+    del body[:count]
+    return data
