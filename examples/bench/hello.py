@@ -16,20 +16,6 @@ class Hello(tornado.web.RequestHandler):
         self.write("Hello, world")
 
 
-class Json(tornado.web.RequestHandler):
-    """A small JSON document, as an API endpoint answers."""
-
-    def get(self) -> None:
-        self.write({"message": "Hello, world", "items": [1, 2, 3], "ok": True})
-
-
-class Upload(tornado.web.RequestHandler):
-    """Reads a request body (the benchmark posts 4 KiB) and answers its length."""
-
-    def post(self) -> None:
-        self.write(str(len(self.request.body)))
-
-
 class Pid(tornado.web.RequestHandler):
     """Answers the worker's pid: the benchmark uses it to tell workers apart."""
 
@@ -37,6 +23,20 @@ class Pid(tornado.web.RequestHandler):
         self.write(str(os.getpid()))
 
 
+class Json(tornado.web.RequestHandler):
+    """A small JSON document, the usual API answer."""
+
+    def get(self) -> None:
+        self.write({"message": "Hello, world", "items": [1, 2, 3], "ok": True})
+
+
+class Echo(tornado.web.RequestHandler):
+    """Reads a request body (the 4 KiB POST rows) and answers its length."""
+
+    def post(self) -> None:
+        self.write(str(len(self.request.body)))
+
+
 application = tornado.web.Application(
-    [(r"/", Hello), (r"/json", Json), (r"/upload", Upload), (r"/pid", Pid)]
+    [(r"/", Hello), (r"/pid", Pid), (r"/json", Json), (r"/echo", Echo)]
 )

@@ -12,6 +12,7 @@ import re
 import socket
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -56,16 +57,16 @@ def closed_loop(
     seconds: float,
     timeout: float = 10.0,
     tool: str | None = None,
-    script: Path | None = None,
+    post_size: int | None = None,
 ) -> LoadResult:
     """Keep `connections` keep-alive connections busy on `url` for `seconds`, with `tool`
-    ("wrk" or "ab"; default: whichever is installed, wrk first). `script` is a wrk Lua script
-    (e.g. one that POSTs a body); with one, only wrk will do."""
+    ("wrk" or "ab"; default: whichever is installed, wrk first). With `post_size`, every
+    request is a POST of a body of that many bytes (wrk only)."""
     tool = tool or load_tool()
-    if script is not None and tool != "wrk":
-        raise Skip(f"this row needs wrk to run {script.name}: apt-get install wrk")
     if tool == "wrk":
-        return _run_wrk(url, connections, seconds, timeout, script)
+        return _run_wrk(url, connections, seconds, timeout, post_size)
+    if post_size is not None:
+        raise Skip("POST rows need wrk")
     return _run_ab(url, connections, seconds, timeout)
 
 
@@ -93,15 +94,21 @@ def _duration_ms(text: str) -> float:
 
 
 def _run_wrk(
-    url: str, connections: int, seconds: float, timeout: float, script: Path | None = None
+    url: str, connections: int, seconds: float, timeout: float, post_size: int | None = None
 ) -> LoadResult:
     threads = max(1, min(2, connections))
     whole = max(1, round(seconds))  # wrk takes whole seconds only
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{whole}s"]
-    if script is not None:
-        command += ["-s", str(script)]
     command += [f"--timeout={timeout:g}s", "--latency", url]
-    return parse_wrk(_run(command, seconds))
+    if post_size is None:
+        return parse_wrk(_run(command, seconds))
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "post.lua"
+        script.write_text(
+            f'wrk.method = "POST"\nwrk.body = string.rep("x", {post_size})\n'
+            'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+        )
+        return parse_wrk(_run([*command, "-s", str(script)], seconds))
 
 
 def parse_wrk(out: str) -> LoadResult:
@@ -128,24 +135,6 @@ def _run_ab(url: str, connections: int, seconds: float, timeout: float) -> LoadR
     command = ["ab", "-q", "-k", "-r", "-c", str(connections), "-t", str(whole)]
     command += ["-n", "50000000", "-s", f"{max(1, round(timeout))}", url]
     return parse_ab(_run(command, seconds))
-
-
-def new_connection_loop(
-    url: str, connections: int, seconds: float, body: bytes, timeout: float = 10.0
-) -> LoadResult:
-    """`ab` without keep-alive: every request on a new connection (over HTTPS, a full
-    handshake each); Skip when ab is not installed. A request counts as answered when its
-    `body` arrived: ab also counts a TLS connection closed without close_notify as a failed
-    receive, which Tornado does after every response it sends with `Connection: close`."""
-    if not executable("ab"):
-        raise Skip("needs ab for new-connection load (apt-get install apache2-utils)")
-    whole = max(1, round(seconds))
-    command = ["ab", "-q", "-r", "-c", str(connections), "-t", str(whole)]
-    out = _run([*command, "-n", "50000000", "-s", f"{max(1, round(timeout))}", url], seconds)
-    result = parse_ab(out)
-    if match := re.search(r"HTML transferred:\s+(\d+) bytes", out):
-        result.errors = max(0, result.requests - int(match[1]) // len(body))
-    return result
 
 
 def parse_ab(out: str) -> LoadResult:

@@ -1,45 +1,35 @@
-"""The HTTP path: the same unchanged Tornado app served by `--http fast` (httptools) and by
-`--http tornado` (Tornado's HTTPServer), against raw `fork_processes` and `gunicorn -k tornado`,
-for a hello world, a JSON handler and a 4 KiB POST."""
+"""The HTTP/1.1 layer: `--http fast` (httptools on asyncio transports) against `--http
+tornado` (Tornado's HTTPServer), raw `fork_processes` and `gunicorn -k tornado`, on hello
+world, a JSON answer and a 4 KiB POST."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-from .harness import Server, Skip, free_port, help_text, running, tornado_run_command, warm_up
+from .harness import Server, free_port, running, warm_up
 from .loadgen import closed_loop, load_tool
 from .plan import Column, Log, Section, Settings, Values, interleaved, variant
 from .sections_web import CONNECTIONS, gunicorn, raw_fork, tornado_run
 
-POST_SCRIPT = Path(__file__).resolve().parent / "post4k.lua"
-ENDPOINTS: list[tuple[str, str, str, Path | None]] = [
-    ("http_hello", "Hello world", "/", None),
-    ("http_json", "JSON handler", "/json", None),
-    ("http_post", "4 KiB POST", "/upload", POST_SCRIPT),
+WORKLOADS: list[tuple[str, str, int | None]] = [
+    ("hello world", "/", None),
+    ("JSON", "/json", None),
+    ("4 KiB POST", "/echo", 4096),
 ]
-"""(section key, title, path, wrk script) for each row group."""
-
-Maker = Callable[[int], Server]
+"""Name, path, POST body size (None: GET)."""
 
 
-def _http(kind: str) -> Maker:
-    def make(port: int) -> Server:
-        if "--http" not in help_text(tornado_run_command()):
-            raise Skip("this tornado-run has no --http option")
-        return tornado_run(port, "--http", kind)
-
-    return make
-
-
-def _measure(make: Maker, path: str, script: Path | None, settings: Settings) -> Values:
+def _measure(
+    make: Callable[[int], Server], path: str, post_size: int | None, settings: Settings
+) -> Values:
     load_tool()
     port = free_port()
     with running(make(port)) as server:
         warm_up(server, "/", settings.warmup)
         cpu_before = server.cpu_seconds()
-        url = f"http://127.0.0.1:{port}{path}"
-        result = closed_loop(url, CONNECTIONS, settings.seconds, script=script)
+        result = closed_loop(
+            f"http://127.0.0.1:{port}{path}", CONNECTIONS, settings.seconds, post_size=post_size
+        )
         cpu = server.cpu_seconds() - cpu_before
         pss = server.pss_mib()
     return {
@@ -52,23 +42,30 @@ def _measure(make: Maker, path: str, script: Path | None, settings: Settings) ->
     }
 
 
-def http_sections(settings: Settings, log: Log) -> list[Section]:
-    """One table per endpoint; every variant serves the same examples/bench/hello.py app."""
-    makers: list[tuple[str, Maker]] = [
+def _servers() -> list[tuple[str, Callable[[int], Server]]]:
+    return [
         ("raw bind_sockets + fork_processes(2)", raw_fork),
-        ("tornado-run --workers 2 --http tornado", _http("tornado")),
-        ("tornado-run --workers 2 --http fast", _http("fast")),
+        (
+            "tornado-run --workers 2 --http tornado",
+            lambda port: tornado_run(port, "--http", "tornado"),
+        ),
+        ("tornado-run --workers 2 --http fast", lambda port: tornado_run(port, "--http", "fast")),
         ("gunicorn -k tornado -w 2", gunicorn),
     ]
+
+
+def http_sections(settings: Settings, log: Log) -> list[Section]:
+    """One table per workload, rows interleaved over the rounds."""
     sections = []
-    for key, title, path, script in ENDPOINTS:
-        log(f" {title} ({path})")
-        variants = [variant(n, _measure, m, path, script, settings) for n, m in makers]
+    for title, path, post_size in WORKLOADS:
+        servers = _servers()
+        variants = [
+            variant(name, _measure, make, path, post_size, settings) for name, make in servers
+        ]
         sections.append(
             Section(
-                key,
-                f"{title} ({'POST' if script else 'GET'} {path}), wrk -t2 -c{CONNECTIONS}, "
-                "2 workers each",
+                f"http-{path.strip('/') or 'hello'}",
+                f"HTTP layer, {title}: wrk -t2 -c{CONNECTIONS}, 2 workers each",
                 [
                     Column("req_s", "req/s"),
                     Column("req_per_cpu_s", "req per server CPU-s"),
@@ -79,8 +76,11 @@ def http_sections(settings: Settings, log: Log) -> list[Section]:
                 ],
                 interleaved(settings.rounds, variants, log),
                 ratio_key="req_per_cpu_s",
-                baseline=makers[0][0],
-                notes=["both tornado-run rows use the default loop (uvloop where installed)"],
+                baseline=servers[0][0],
+                notes=[
+                    "req per server CPU-second is the figure to compare (the socket "
+                    "spread decides req/s)"
+                ],
             )
         )
     return sections

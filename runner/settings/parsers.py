@@ -16,6 +16,7 @@ from ..worker.privileges import parse_umask
 
 MAX_WORKERS = 1024
 LOOPS = ("auto", "asyncio", "uvloop")
+HTTP_SERVERS = ("auto", "fast", "tornado")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 CERT_REQS = ("none", "optional", "required")
 TLS_VERSIONS = ("1.2", "1.3")

@@ -24,6 +24,7 @@ import time
 from typing import Any, Protocol
 
 from ..sockets.reuseport import accept_queued
+from .loops import current_loop
 
 log = logging.getLogger("tornado_run.worker")
 
@@ -85,7 +86,7 @@ class Acceptor:
 
     def start(self) -> None:
         """Start accepting (on the running loop)."""
-        self._loop = asyncio.get_running_loop()
+        self._loop = current_loop()
         for sock in self.sockets:
             sock.setblocking(False)
         self._resume()

@@ -45,14 +45,36 @@ class WorkerServer(Protocol):
         ...
 
 
+def fast_available() -> bool:
+    """True where the fast server can run (httptools imports)."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def build_server(settings: Settings, app: HTTPServerConnectionDelegate) -> WorkerServer:
-    """The server the settings ask for, serving `app` (over TLS with --certfile: the files are
-    read now). Raises `tls.TLSBootError` when they cannot be used."""
+    """The server the settings ask for (`--http`), serving `app` (over TLS with --certfile:
+    the files are read now). Raises `tls.TLSBootError` when they cannot be used."""
     s = settings
     trust = ProxyTrust(s.forwarded_allow_ips) if s.proxy_headers else None
     context = tls.server_context(s)
     if context is not None:
         tls.quiet_connection_errors()
+    if s.http == "fast" or (s.http == "auto" and fast_available()):
+        from .fast.server import FastHTTPServer
+
+        return FastHTTPServer(
+            app,
+            ssl_context=context,
+            proxy_trust=trust,
+            idle_connection_timeout=s.idle_timeout,
+            body_timeout=s.body_timeout,
+            max_body_size=s.max_body_size,
+            max_header_size=s.max_header_size,
+            max_connections=s.max_connections,
+        )
     return DrainingHTTPServer(
         app,
         ssl_options=context,

@@ -9,6 +9,8 @@ attribute's name, instead of the drain silently misjudging a connection.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import socket
 import ssl
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # annotations only: importing this module loads none of Tornado
     from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
     from tornado.httpserver import HTTPServer
+    from tornado.httputil import HTTPHeaders
     from tornado.iostream import IOStream
     from tornado.tcpserver import TCPServer
     from tornado.web import RequestHandler
@@ -109,3 +112,97 @@ def is_tls_connection_error(record: logging.LogRecord) -> bool:
     if record.msg == "SSL Error on %s %s: %s":
         return len(args) == 3
     return record.msg == "Write error on %s: %s" and isinstance(args[-1], ssl.SSLError)
+
+
+# The fast HTTP server drives Tornado's delegates itself and reuses these private pieces of
+# Tornado's HTTPServer, so that remote_ip/protocol, forwarded headers, plain-callable apps and
+# gzip request bodies behave exactly as with Tornado's own server.
+
+
+class _SocketFamily:
+    """The one thing `_HTTPRequestContext` reads from a stream: `stream.socket.family`."""
+
+    def __init__(self, family: int) -> None:
+        self.socket = self
+        self.family = family
+
+
+def request_context(
+    family: int, address: Any, protocol: str, trusted_downstream: tuple[str, ...] = ()
+) -> Any:
+    """A `tornado.httpserver._HTTPRequestContext` for a connection from `address` on a socket
+    of `family`: what `HTTPServerRequest` reads `remote_ip` and `protocol` from."""
+    from tornado.httpserver import _HTTPRequestContext
+
+    stream: Any = _SocketFamily(family)
+    return _HTTPRequestContext(stream, address, protocol, list(trusted_downstream))
+
+
+def apply_forwarded(context: Any, headers: Any) -> None:
+    """Rewrite the context's remote_ip/protocol from X-Forwarded-For/-Proto, X-Real-Ip and
+    X-Scheme (`_HTTPRequestContext._apply_xheaders`), as Tornado's `xheaders=True` does."""
+    context._apply_xheaders(headers)
+
+
+def unapply_forwarded(context: Any) -> None:
+    """Undo `apply_forwarded` so the next request on the connection starts from the peer
+    (`_HTTPRequestContext._unapply_xheaders`)."""
+    context._unapply_xheaders()
+
+
+def callable_delegate(callback: Callable[[Any], None], request_conn: Any) -> Any:
+    """The message delegate Tornado's HTTPServer uses for a plain `callback(request)` app
+    (`tornado.httpserver._CallableAdapter`)."""
+    from tornado.httpserver import _CallableAdapter
+
+    return _CallableAdapter(callback, request_conn)
+
+
+def checked_headers(pairs: list[tuple[str, str]]) -> HTTPHeaders:
+    """`HTTPHeaders` from (name, value) pairs whose characters the parser has already
+    checked, filled through its private dicts (`HTTPHeaders._as_list`, `_combined_cache`,
+    `httputil._normalize_header`): twice as fast as `add()`, which checks them again since
+    Tornado 6.5. Older releases (no `_combined_cache`, an `add()` that checks nothing) get
+    the public path."""
+    from tornado.httputil import HTTPHeaders, _normalize_header
+
+    headers = HTTPHeaders()
+    if not _headers_cache_combined():
+        for name, value in pairs:
+            headers.add(name, value)
+        return headers
+    as_list = headers._as_list
+    combined = headers._combined_cache
+    for name, value in pairs:
+        key = _normalize_header(name)
+        if key in as_list:
+            headers.add(key, value)  # repeated: joined with a comma when read, as add() does
+        else:
+            as_list[key] = [value]
+            combined[key] = value
+    return headers
+
+
+def gzip_delegate(delegate: Any, chunk_size: int, max_body_size: int) -> Any:
+    """Wrap a message delegate to decode `Content-Encoding: gzip` request bodies
+    (`tornado.http1connection._GzipMessageDelegate`; before Tornado 6.5 it takes no
+    decompressed-size limit)."""
+    from tornado.http1connection import _GzipMessageDelegate
+
+    if _gzip_takes_limit():
+        return _GzipMessageDelegate(delegate, chunk_size, max_body_size)
+    return _GzipMessageDelegate(delegate, chunk_size)  # type: ignore[call-arg,unused-ignore]
+
+
+@functools.cache
+def _headers_cache_combined() -> bool:
+    from tornado.httputil import HTTPHeaders
+
+    return "_combined_cache" in vars(HTTPHeaders())
+
+
+@functools.cache
+def _gzip_takes_limit() -> bool:
+    from tornado.http1connection import _GzipMessageDelegate
+
+    return "max_body_size" in inspect.signature(_GzipMessageDelegate).parameters

@@ -1,0 +1,339 @@
+"""`ClientConnection`: one client's HTTP/1.x connection on an asyncio transport. It parses
+with `RequestParser`, drives Tornado's delegates (`start_request`, `headers_received`,
+`data_received`, `finish`, `on_connection_close`) one request at a time, answers pipelined
+requests in order, and applies flow control both ways: reading pauses while requests wait
+or a body piece is not consumed, writes return a future that waits while the transport's
+buffer is full."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import time
+from collections import deque
+from typing import Any, cast
+
+from tornado import httputil
+from tornado.log import gen_log
+
+from .. import tornado_adapter as tornado
+from .connection import RequestConnection
+from .cycle import RequestCycle
+from .parsing import BadRequest, RequestParser
+from .state import ServerState
+from .streamview import StreamView
+
+READ_PAUSE_BYTES = 1 << 20
+"""Unconsumed body bytes of one request at which reading pauses."""
+_STATUS_LINES = {
+    400: b"HTTP/1.1 400 Bad Request\r\n\r\n",
+    431: b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
+}
+
+
+class ClientConnection(RequestCycle, asyncio.Protocol):
+    """The HTTP side of one accepted socket; `deadline` is read by the timeout sweep."""
+
+    def __init__(self, state: ServerState, address: Any, scheme: str) -> None:
+        self.state = state
+        self.address = address
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.context: Any = None
+        self.trusted = False
+        self.parser = RequestParser(self, state.limits.max_header_size)
+        self.queue: deque[RequestConnection] = deque()
+        self.reading: RequestConnection | None = None
+        self.deadline = math.inf
+        self.write_paused = False
+        self.read_paused = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._unsent: RequestConnection | None = None  # finished while writing was paused
+        self._upgrade: bytearray | None = None  # bytes past a request that upgrades
+        self._error: BadRequest | None = None  # answer once the requests before it are done
+        self._eof_sent = False  # half-closed by the drain: nothing more can be answered
+        self._raw_body = 0  # body bytes still to come of an Upgrade request with a body
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        family = sock.family if sock is not None else socket.AF_INET
+        self.context = tornado.request_context(
+            family, self.address, self.scheme, self.state.trusted_downstream
+        )
+        trust = self.state.trust
+        self.trusted = trust is not None and trust.allows(self.address)
+        self.state.connections.add(self)
+        self.deadline = time.monotonic() + self.state.limits.idle_timeout
+
+    def data_received(self, data: bytes) -> None:
+        if self._upgrade is not None:
+            self._upgrade += data
+            return
+        if self._error is not None or self._eof_sent:
+            return
+        if self._raw_body:
+            data = self._raw_body_received(data)
+        try:
+            offset = self.parser.feed(data) if data else None
+        except BadRequest as exc:
+            self._bad_request(exc)
+            if self.queue:
+                self._advance()  # the requests before the bad one are answered first
+            return
+        if offset is not None and not self._upgrade_has_body(data[offset:]):
+            self._upgrade = bytearray(data[offset:])
+            self._pause_reading()
+        if self.queue:
+            self._advance()
+        reading = self.reading
+        if len(self.queue) > 1 or (reading is not None and reading.buffered > READ_PAUSE_BYTES):
+            self._pause_reading()
+
+    def _upgrade_has_body(self, rest: bytes) -> bool:
+        """llhttp stops at the headers of a request with `Upgrade:`. One with a body (say
+        `Upgrade: h2c` on a POST) is served as a plain request: its body is taken from the
+        bytes that follow, and parsing goes on after it."""
+        request = self.queue[-1] if self.queue else None
+        if request is None:
+            return False
+        length = request.headers.get("Content-Length", "0")
+        if "Transfer-Encoding" not in request.headers and length == "0":
+            return False
+        self.parser = RequestParser(self, self.state.limits.max_header_size)
+        if "Transfer-Encoding" in request.headers:
+            self.queue.pop()
+            self._bad_request(BadRequest("chunked body on an Upgrade request"))
+            return True
+        request.complete = False
+        self.reading = request
+        self._raw_body = int(length)
+        rest = self._raw_body_received(rest)
+        if rest:
+            self.data_received(rest)
+        return True
+
+    def _raw_body_received(self, data: bytes) -> bytes:
+        """Take the body of an upgrade-with-body request from `data`; return the rest."""
+        piece = data[: self._raw_body]
+        self._raw_body -= len(piece)
+        self.body_received(piece)
+        if not self._raw_body:
+            self.request_complete()
+        return data[len(piece) :]
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is gone (as with Tornado): close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        self.deadline = math.inf
+        self._release_waiters()
+        if self.queue:
+            head = self.queue[0]
+            self.queue.clear()
+            if head.started and not head.detached:
+                self._tell_closed(head)
+            head.release()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._release_waiters()
+        request, self._unsent = self._unsent, None
+        if request is not None:
+            self.response_finished(request)
+
+    # ParserSink
+
+    def request_parsed(self, start_line: httputil.RequestStartLine, headers: Any) -> None:
+        limits = self.state.limits
+        request = RequestConnection(
+            self,
+            start_line,
+            headers,
+            self.context,
+            self._keep_alive(start_line, headers),
+            limits.max_body_size,
+            limits.body_timeout,
+        )
+        if not self.queue:
+            self.deadline = math.inf
+        self.queue.append(request)
+        self.reading = request
+
+    def body_received(self, data: bytes) -> None:
+        request = self.reading
+        if request is not None:
+            request.body.append(data)
+            request.buffered += len(data)
+
+    def request_complete(self) -> None:
+        request = self.reading
+        if request is not None:
+            request.complete = True
+            self.reading = None
+
+    # ConnectionOwner (for RequestConnection)
+
+    @property
+    def closed(self) -> bool:
+        transport = self.transport
+        return transport is None or transport.is_closing() or self._eof_sent
+
+    def send(self, data: bytes) -> asyncio.Future[None]:
+        assert self.transport is not None
+        self.transport.write(data)
+        if not self.write_paused:
+            return self.state.ready()
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        return future
+
+    def response_finished(self, request: RequestConnection) -> None:
+        if self.write_paused:
+            self._unsent = request  # go on once the client has read the response
+        elif self._upgrade is not None:
+            # A 101 answer is followed by detach(): let it come before parsing goes on.
+            asyncio.get_running_loop().call_soon(self._response_done, request)
+        else:
+            self._response_done(request)
+
+    @property
+    def stream(self) -> StreamView:
+        assert self.transport is not None
+        return StreamView(self.transport, self.send)
+
+    def abort_response(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def detach(self, request: RequestConnection) -> Any:
+        try:
+            from .stream import TransportStream  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise NotImplementedError("detach() needs runner.worker.fast.stream") from None
+        assert self.transport is not None
+        request.detached = True
+        leftover = bytes(self._upgrade) if self._upgrade is not None else b"".join(request.body)
+        self._upgrade = None
+        self.queue.clear()
+        self.deadline = math.inf
+        self.state.connections.discard(self)
+        self.read_paused = False  # reading is the stream's business from here on
+        stream = TransportStream(self.transport, leftover)
+        request.release()
+        return stream
+
+    def _response_done(self, request: RequestConnection) -> None:
+        if request.detached or self.closed or not self.queue or self.queue[0] is not request:
+            return
+        assert self.transport is not None
+        if request.disconnect_on_finish:
+            self.transport.close()
+            return
+        self.queue.popleft().release()
+        if self._upgrade is not None:  # answered without taking the connection over
+            leftover, self._upgrade = bytes(self._upgrade), None
+            self.parser = RequestParser(self, self.state.limits.max_header_size)
+            self._resume_reading()
+            if leftover:
+                self.data_received(leftover)
+        if self.queue:
+            asyncio.get_running_loop().call_soon(self._advance)
+        elif self._error is not None:
+            self._answer_error(self._error)
+            return
+        else:
+            self.deadline = time.monotonic() + self.state.limits.idle_timeout
+        if self.read_paused and len(self.queue) <= 1 and self._upgrade is None:
+            self._resume_reading()
+
+    # errors, closing, flow control
+
+    def _bad_request(self, exc: BadRequest) -> None:
+        """The parser refused the bytes: answer once the requests before are answered."""
+        broken = self.reading
+        self.reading = None
+        if broken is not None and self.queue and broken is not self.queue[0]:
+            self.queue.remove(broken)  # queued behind others: never seen by the application
+        self._error = exc
+        self._pause_reading()
+        if not self.queue or self.queue[0] is broken:
+            self._answer_error(exc)
+
+    def _answer_error(self, exc: BadRequest) -> None:
+        if exc.status == 431:  # Tornado's words when its header read hits the limit
+            gen_log.info("Unsatisfiable read, closing connection: %s", exc)
+        else:
+            gen_log.info("Malformed HTTP message from %s: %s", self.context, exc)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_STATUS_LINES.get(exc.status, _STATUS_LINES[400]))
+            self.transport.close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def timed_out(self) -> None:
+        """Called by the sweep when `deadline` has passed."""
+        head = self.queue[0] if self.queue else None
+        if head is not None and head.headers_done and not head.read_finished:
+            gen_log.info("Timeout reading body from %s", self.context)
+        self.deadline = math.inf
+        self._close()
+
+    def _keep_alive(self, start_line: httputil.RequestStartLine, headers: Any) -> bool:
+        if self.state.draining or self.state.no_keep_alive:
+            return False
+        connection = headers["Connection"].lower() if "Connection" in headers else None
+        if start_line.version == "HTTP/1.1":
+            return bool(connection != "close")
+        if (
+            "Content-Length" in headers
+            or "Transfer-Encoding" in headers
+            or start_line.method in ("HEAD", "GET")
+        ):
+            return bool(connection == "keep-alive")
+        return False
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _release_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    def idle(self) -> bool:
+        """Between requests, with no partial request read."""
+        return not self.queue and not self.parser.in_message and not self.parser.holding
+
+    def half_close(self) -> None:
+        """Send FIN and keep reading: the client's close then ends the connection."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.can_write_eof():
+            self._eof_sent = True
+            transport.write_eof()
+        else:
+            transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent data."""
+        if self.transport is not None:
+            self.transport.abort()
