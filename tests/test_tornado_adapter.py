@@ -10,7 +10,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import tornado
@@ -237,22 +237,32 @@ def test_before_overflow_close_runs_while_the_socket_is_open_on_a_header_overflo
 
 
 class Records(logging.Handler):
-    """Collects the records logged on a logger while installed."""
+    """Collects every record logged on a logger while installed: the logger's level and
+    filters (another test may have set them in this process) are lifted meanwhile."""
 
     def __init__(self, logger: str) -> None:
         super().__init__(logging.DEBUG)
         self.logger = logging.getLogger(logger)
         self.records: list[logging.LogRecord] = []
+        self._saved: tuple[int, list[Any], bool] = (logging.NOTSET, [], False)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
     def __enter__(self) -> Records:
+        self._saved = (self.logger.level, list(self.logger.filters), self.logger.disabled)
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.filters.clear()
+        self.logger.disabled = False
         self.logger.addHandler(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.logger.removeHandler(self)
+        level, filters, disabled = self._saved
+        self.logger.setLevel(level)
+        self.logger.filters[:] = filters
+        self.logger.disabled = disabled
 
 
 @asynccontextmanager
