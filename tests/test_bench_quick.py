@@ -105,6 +105,8 @@ def test_quick_tls_section_measures_keep_alive_and_handshakes_for_both_servers(
         for key in ("kept_req_s", "kept_per_cpu_s", "hs_s", "hs_per_cpu_s"):
             assert row["values"][key] > 0, (row["name"], key)
         assert row["values"]["errors"] == 0
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="the POST rows need wrk")
 def test_quick_http_section_measures_fast_and_tornado_on_every_workload(tmp_path: Path) -> None:

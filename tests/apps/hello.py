@@ -30,6 +30,13 @@ class Ip(tornado.web.RequestHandler):
         self.write({"remote_ip": self.request.remote_ip, "protocol": self.request.protocol})
 
 
+class Connection(tornado.web.RequestHandler):
+    """The module of the request's HTTPConnection: which HTTP server kind answered."""
+
+    def get(self) -> None:
+        self.write({"connection": type(self.request.connection).__module__})
+
+
 class Env(tornado.web.RequestHandler):
     def get(self) -> None:
         shown = ("TORNADO_RUN_", "LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_")
@@ -44,5 +51,6 @@ application = tornado.web.Application(
         (r"/loop", Loop),
         (r"/ip", Ip),
         (r"/env", Env),
+        (r"/connection", Connection),
     ]
 )

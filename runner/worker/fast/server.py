@@ -18,9 +18,9 @@ from tornado.log import gen_log
 
 from ..accepting import Acceptor
 from ..httpserver import ProxyTrust
+from ..loops import current_loop
 from .drain import drain_connections
 from .protocol import ClientConnection
-from ..loops import current_loop
 from .state import Limits, ServerState
 from .timeouts import TimeoutSweep, sweep_interval
 
