@@ -137,6 +137,24 @@ def _run_ab(url: str, connections: int, seconds: float, timeout: float) -> LoadR
     return parse_ab(_run(command, seconds))
 
 
+def new_connection_loop(
+    url: str, connections: int, seconds: float, body: bytes, timeout: float = 10.0
+) -> LoadResult:
+    """`ab` without keep-alive: every request on a new connection (over HTTPS, a full
+    handshake each); Skip when ab is not installed. A request counts as answered when its
+    `body` arrived: ab also counts a TLS connection closed without close_notify as a failed
+    receive, which Tornado does after every response it sends with `Connection: close`."""
+    if not executable("ab"):
+        raise Skip("needs ab for new-connection load (apt-get install apache2-utils)")
+    whole = max(1, round(seconds))
+    command = ["ab", "-q", "-r", "-c", str(connections), "-t", str(whole)]
+    out = _run([*command, "-n", "50000000", "-s", f"{max(1, round(timeout))}", url], seconds)
+    result = parse_ab(out)
+    if match := re.search(r"HTML transferred:\s+(\d+) bytes", out):
+        result.errors = max(0, result.requests - int(match[1]) // len(body))
+    return result
+
+
 def parse_ab(out: str) -> LoadResult:
     """Read ab's text report."""
     done = re.search(r"Complete requests:\s+(\d+)", out)
