@@ -27,6 +27,11 @@ def validate(settings: Settings) -> None:
             "--loop 'uvloop': uvloop is not installed (pip install uvloop), "
             "use --loop auto or asyncio"
         )
+    if settings.http == "fast" and not _importable("httptools"):
+        raise UsageError(
+            "--http 'fast': httptools is not installed (pip install httptools), "
+            "use --http auto or tornado"
+        )
     _check_supervision(settings)
     if settings.no_master and settings.workers != 1 and settings.workers != "auto":
         raise UsageError(
@@ -58,7 +63,8 @@ def _check_supervision(settings: Settings) -> None:
 
 
 def _importable(name: str) -> bool:
-    """True if `name` imports (importing a loop library creates no loop and no thread)."""
+    """True if `name` imports (importing a loop or parser library creates no loop and no
+    thread)."""
     try:
         importlib.import_module(name)
     except ImportError:

@@ -78,6 +78,13 @@ class Settings:
     loop: str = option(
         "auto", p.choice(p.LOOPS), "event loop (auto: uvloop if found)", "|".join(p.LOOPS)
     )
+    http: str = option(
+        "tornado",
+        p.choice(p.HTTP_SERVERS),
+        "HTTP/1.1 server: fast (httptools), tornado (Tornado's HTTPServer), "
+        "auto (fast if httptools imports)",
+        "|".join(p.HTTP_SERVERS),
+    )
     graceful_timeout: float = option(
         30.0, p.seconds(positive=False), "seconds a stopping worker may drain", "S"
     )

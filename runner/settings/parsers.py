@@ -16,6 +16,7 @@ from ..worker.privileges import parse_umask
 
 MAX_WORKERS = 1024
 LOOPS = ("auto", "asyncio", "uvloop")
+HTTP_SERVERS = ("auto", "fast", "tornado")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _APP_SPEC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")

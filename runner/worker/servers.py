@@ -38,10 +38,29 @@ class WorkerServer(Protocol):
         ...
 
 
+def fast_available() -> bool:
+    """True where the fast server can run (httptools imports)."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def build_server(settings: Settings, app: HTTPServerConnectionDelegate) -> WorkerServer:
-    """The server the settings ask for, serving `app`."""
+    """The server the settings ask for (`--http`), serving `app`."""
     s = settings
     trust = ProxyTrust(s.forwarded_allow_ips) if s.proxy_headers else None
+    if s.http == "fast" or (s.http == "auto" and fast_available()):
+        from .fast.server import FastHTTPServer
+
+        return FastHTTPServer(
+            app,
+            proxy_trust=trust,
+            idle_connection_timeout=s.idle_timeout,
+            body_timeout=s.body_timeout,
+            max_body_size=s.max_body_size,
+        )
     return DrainingHTTPServer(
         app,
         proxy_trust=trust,

@@ -74,3 +74,52 @@ def headers_written(handler: RequestHandler) -> bool:
 def handler_finished(handler: RequestHandler) -> bool:
     """True once `finish()` has run (`RequestHandler._finished`)."""
     return bool(handler._finished)
+
+
+# The fast HTTP server drives Tornado's delegates itself and reuses these private pieces of
+# Tornado's HTTPServer, so that remote_ip/protocol, forwarded headers, plain-callable apps and
+# gzip request bodies behave exactly as with Tornado's own server.
+
+
+class _SocketFamily:
+    """The one thing `_HTTPRequestContext` reads from a stream: `stream.socket.family`."""
+
+    def __init__(self, family: int) -> None:
+        self.socket = self
+        self.family = family
+
+
+def request_context(family: int, address: Any, protocol: str) -> Any:
+    """A `tornado.httpserver._HTTPRequestContext` for a connection from `address` on a socket
+    of `family`: what `HTTPServerRequest` reads `remote_ip` and `protocol` from."""
+    from tornado.httpserver import _HTTPRequestContext
+
+    return _HTTPRequestContext(_SocketFamily(family), address, protocol)  # type: ignore[arg-type]
+
+
+def apply_forwarded(context: Any, headers: Any) -> None:
+    """Rewrite the context's remote_ip/protocol from X-Forwarded-For/-Proto, X-Real-Ip and
+    X-Scheme (`_HTTPRequestContext._apply_xheaders`), as Tornado's `xheaders=True` does."""
+    context._apply_xheaders(headers)
+
+
+def unapply_forwarded(context: Any) -> None:
+    """Undo `apply_forwarded` so the next request on the connection starts from the peer
+    (`_HTTPRequestContext._unapply_xheaders`)."""
+    context._unapply_xheaders()
+
+
+def callable_delegate(callback: Callable[[Any], None], request_conn: Any) -> Any:
+    """The message delegate Tornado's HTTPServer uses for a plain `callback(request)` app
+    (`tornado.httpserver._CallableAdapter`)."""
+    from tornado.httpserver import _CallableAdapter
+
+    return _CallableAdapter(callback, request_conn)
+
+
+def gzip_delegate(delegate: Any, chunk_size: int, max_body_size: int) -> Any:
+    """Wrap a message delegate to decode `Content-Encoding: gzip` request bodies
+    (`tornado.http1connection._GzipMessageDelegate`)."""
+    from tornado.http1connection import _GzipMessageDelegate
+
+    return _GzipMessageDelegate(delegate, chunk_size, max_body_size)

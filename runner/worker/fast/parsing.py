@@ -1,0 +1,199 @@
+"""Request parsing with httptools (llhttp), made to accept and refuse what Tornado's own
+HTTP/1 parser does: bare LF line endings pass, a method token llhttp does not know reaches
+the application (which answers 405), and every framing that could smuggle a request (both
+Content-Length and Transfer-Encoding, two Content-Lengths, a transfer coding other than
+chunked, a bad chunk size) is refused."""
+
+from __future__ import annotations
+
+import re
+from typing import NoReturn, Protocol
+
+import httptools
+from tornado.httputil import HTTPHeaders, RequestStartLine
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BARE_LF_ERROR = "Expected CRLF after version"
+"""llhttp's error for a request line ended by a bare LF (its leniency covers headers only)."""
+_LINE_OVERHEAD = 4  # ": " and CRLF around each header line
+_METHODS: dict[bytes, str] = {}
+_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
+class BadRequest(Exception):
+    """The client sent something this server will not serve: answer `status`, then close."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class ParserSink(Protocol):
+    """Who receives what the parser reads, in order."""
+
+    def request_parsed(self, start_line: RequestStartLine, headers: HTTPHeaders) -> None:
+        """A request's start line and headers were read."""
+
+    def body_received(self, data: bytes) -> None:
+        """A piece of the current request's body (already de-chunked)."""
+
+    def request_complete(self) -> None:
+        """The current request has been read to its end."""
+
+
+def _new_parser(callbacks: object) -> httptools.HttpRequestParser:
+    parser = httptools.HttpRequestParser(callbacks)
+    # Tornado accepts a bare LF as a line ending (RFC 9112 section 2.2 allows it).
+    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+    return parser
+
+
+class RequestParser:
+    """Feeds bytes to llhttp and reports requests to a `ParserSink`."""
+
+    def __init__(self, sink: ParserSink, max_header_size: int) -> None:
+        self.sink = sink
+        self.max_header_size = max_header_size
+        self.in_message = False
+        """A request has begun and has not been read to its end."""
+        self._parser = _new_parser(self)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._headers_done = False
+        self._completed = False
+        self._method_override: str | None = None
+        self._held = b""
+        self._reparsing = False
+        self._error: BadRequest | None = None
+
+    @property
+    def holding(self) -> bool:
+        """The start of a request line is kept, waiting for the rest."""
+        return bool(self._held)
+
+    def feed(self, data: bytes) -> int | None:
+        """Parse `data`. Returns None, or, for a request that upgrades the connection, the
+        offset in `data` where the other protocol's bytes begin. Raises `BadRequest`."""
+        if self._held:
+            data, self._held = self._held + data, b""
+        began_idle = not self.in_message
+        self._completed = False
+        if not self._headers_done:
+            self._header_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            return int(exc.args[0])
+        except httptools.HttpParserError as exc:
+            error, self._error = self._error, None
+            if error is not None:
+                raise error from None
+            unknown_method = isinstance(exc, httptools.HttpParserInvalidMethodError)
+            bare_lf = str(exc) == _BARE_LF_ERROR
+            if (unknown_method or bare_lf) and began_idle and not self._completed:
+                return self._reparse(data, unknown_method)
+            raise BadRequest(str(exc) or type(exc).__name__) from None
+        if self.in_message and not self._headers_done and self._header_bytes > self.max_header_size:
+            raise BadRequest("request headers too large", 431)
+        return None
+
+    def _reparse(self, data: bytes, unknown_method: bool) -> int | None:
+        """Parse again a request whose request line llhttp refused where Tornado accepts it:
+        a bare LF ending the line, or a method token llhttp does not know (parsed under a
+        stand-in, and reported as sent: the application answers 405, as with Tornado)."""
+        text = data.lstrip(b"\r\n")
+        eol = text.find(b"\n")
+        if eol < 0:
+            if len(text) > self.max_header_size:
+                raise BadRequest("request headers too large", 431)
+            self._restart()
+            self._held = text  # wait for the end of the request line
+            return None
+        line = text[:eol].removesuffix(b"\r")
+        if self._reparsing:
+            raise BadRequest("invalid request line")
+        if unknown_method:
+            token, space, rest = line.partition(b" ")
+            if not space or not _TOKEN.fullmatch(token):
+                raise BadRequest("invalid method")
+            self._method_override = token.decode("latin1")
+            line = b"GET " + rest
+        self._restart()
+        self._reparsing = True
+        try:
+            return self.feed(line + b"\r\n" + text[eol + 1 :])
+        finally:
+            self._reparsing = False
+
+    def _restart(self) -> None:
+        self._parser = _new_parser(self)
+        self.in_message = False
+        self._header_bytes = 0
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.in_message = True
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        size = len(self._url) + self._header_bytes_of(self._headers)
+        self._header_bytes = 0
+        if size > self.max_header_size:
+            self._fail(BadRequest("request headers too large", 431))
+        version = _VERSIONS.get(self._parser.get_http_version())
+        if version is None:
+            self._fail(BadRequest("unsupported HTTP version"))
+        headers = HTTPHeaders()
+        for raw_name, raw_value in self._headers:
+            name = raw_name.decode("latin1")
+            value = raw_value.decode("latin1")
+            if name in headers:
+                headers.add(name, value)
+            else:
+                headers[name] = value
+        encoding = headers.get("Transfer-Encoding")
+        if encoding is not None and encoding.lower() != "chunked":
+            self._fail(BadRequest(f"unsupported Transfer-Encoding {encoding!r}"))
+        method = self._method_override or self._method()
+        self._method_override = None
+        self.sink.request_parsed(
+            RequestStartLine(method, self._url.decode("latin1"), version), headers
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self.sink.body_received(body)
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        self._headers_done = False
+        self._completed = True
+        self._header_bytes = 0
+        self.sink.request_complete()
+
+    def _method(self) -> str:
+        raw: bytes = self._parser.get_method()
+        method = _METHODS.get(raw)
+        if method is None:
+            method = _METHODS[raw] = raw.decode("ascii")
+        return method
+
+    def _fail(self, error: BadRequest) -> NoReturn:
+        """Stop llhttp from a callback; `feed` raises `error`."""
+        self._error = error
+        raise error
+
+    @staticmethod
+    def _header_bytes_of(headers: list[tuple[bytes, bytes]]) -> int:
+        return sum(len(name) + len(value) for name, value in headers) + _LINE_OVERHEAD * len(
+            headers
+        )

@@ -1,0 +1,456 @@
+"""`ClientConnection`: one client's HTTP/1.x connection on an asyncio transport. It parses
+with `RequestParser`, drives Tornado's delegates (`start_request`, `headers_received`,
+`data_received`, `finish`, `on_connection_close`) one request at a time, answers pipelined
+requests in order, and applies flow control both ways: reading pauses while requests wait
+or a body piece is not consumed, writes return a future that waits while the transport's
+buffer is full."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import Any, cast
+
+from tornado import gen, httputil
+from tornado.log import app_log, gen_log
+
+from .. import tornado_adapter as tornado
+from .connection import RequestConnection
+from .parsing import BadRequest, RequestParser
+from .state import CHUNK_SIZE, ServerState
+
+READ_PAUSE_BYTES = 1 << 20
+"""Unconsumed body bytes of one request at which reading pauses."""
+_STATUS_LINES = {
+    400: b"HTTP/1.1 400 Bad Request\r\n\r\n",
+    431: b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
+}
+_CONTINUE = b"HTTP/1.1 100 (Continue)\r\n\r\n"
+
+
+class _Failed(Exception):
+    """A delegate call failed; the connection has been answered or closed already."""
+
+
+class ClientConnection(asyncio.Protocol):
+    """The HTTP side of one accepted socket; `deadline` is read by the timeout sweep."""
+
+    def __init__(self, state: ServerState, address: Any, scheme: str) -> None:
+        self.state = state
+        self.address = address
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.context: Any = None
+        self.trusted = False
+        self.parser = RequestParser(self, state.limits.max_header_size)
+        self.queue: deque[RequestConnection] = deque()
+        self.reading: RequestConnection | None = None
+        self.deadline = math.inf
+        self.write_paused = False
+        self.read_paused = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._unsent: RequestConnection | None = None  # finished while writing was paused
+        self._upgrade: bytearray | None = None  # bytes past a request that upgrades
+        self._error: BadRequest | None = None  # answer once the requests before it are done
+        self._eof_sent = False  # half-closed by the drain: nothing more can be answered
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        family = sock.family if sock is not None else socket.AF_INET
+        self.context = tornado.request_context(family, self.address, self.scheme)
+        trust = self.state.trust
+        self.trusted = trust is not None and trust.allows(self.address)
+        self.state.connections.add(self)
+        self.deadline = time.monotonic() + self.state.limits.idle_timeout
+
+    def data_received(self, data: bytes) -> None:
+        if self._upgrade is not None:
+            self._upgrade += data
+            return
+        if self._error is not None or self._eof_sent:
+            return
+        try:
+            offset = self.parser.feed(data)
+        except BadRequest as exc:
+            self._bad_request(exc)
+            return
+        if offset is not None:
+            self._upgrade = bytearray(data[offset:])
+            self._pause_reading()
+        if self.queue:
+            self._advance()
+        reading = self.reading
+        if len(self.queue) > 1 or (reading is not None and reading.buffered > READ_PAUSE_BYTES):
+            self._pause_reading()
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is gone (as with Tornado): close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        self.deadline = math.inf
+        self._release_waiters()
+        if self.queue:
+            head = self.queue[0]
+            self.queue.clear()
+            if head.started and not head.detached:
+                self._tell_closed(head)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._release_waiters()
+        request, self._unsent = self._unsent, None
+        if request is not None:
+            self.response_finished(request)
+
+    # ParserSink
+
+    def request_parsed(self, start_line: httputil.RequestStartLine, headers: Any) -> None:
+        limits = self.state.limits
+        request = RequestConnection(
+            self,
+            start_line,
+            headers,
+            self.context,
+            self._keep_alive(start_line, headers),
+            limits.max_body_size,
+            limits.body_timeout,
+        )
+        if not self.queue:
+            self.deadline = math.inf
+        self.queue.append(request)
+        self.reading = request
+
+    def body_received(self, data: bytes) -> None:
+        request = self.reading
+        if request is not None:
+            request.body.append(data)
+            request.buffered += len(data)
+
+    def request_complete(self) -> None:
+        request = self.reading
+        if request is not None:
+            request.complete = True
+            self.reading = None
+
+    # ConnectionOwner (for RequestConnection)
+
+    @property
+    def closed(self) -> bool:
+        transport = self.transport
+        return transport is None or transport.is_closing() or self._eof_sent
+
+    def send(self, data: bytes) -> asyncio.Future[None]:
+        assert self.transport is not None
+        self.transport.write(data)
+        if not self.write_paused:
+            return self.state.ready()
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        return future
+
+    def response_finished(self, request: RequestConnection) -> None:
+        if self.write_paused:
+            self._unsent = request  # go on once the client has read the response
+        elif self._upgrade is not None:
+            # A 101 answer is followed by detach(): let it come before parsing goes on.
+            asyncio.get_running_loop().call_soon(self._response_done, request)
+        else:
+            self._response_done(request)
+
+    def abort_response(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def detach(self, request: RequestConnection) -> Any:
+        try:
+            from .stream import TransportStream  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise NotImplementedError("detach() needs runner.worker.fast.stream") from None
+        assert self.transport is not None
+        request.detached = True
+        leftover = bytes(self._upgrade) if self._upgrade is not None else b"".join(request.body)
+        self._upgrade = None
+        self.queue.clear()
+        self.deadline = math.inf
+        self.state.connections.discard(self)
+        stream = TransportStream(self.transport, leftover)
+        self.transport.resume_reading()
+        return stream
+
+    # the request cycle
+
+    def _advance(self) -> None:
+        """Take the first request as far as it can go without waiting."""
+        while self.queue and not self.closed:
+            request = self.queue[0]
+            if request.waiting or request.detached:
+                return
+            if not request.started:
+                self._start(request)
+            elif not request.headers_done:
+                return
+            elif request.body:
+                self._deliver(request)
+            elif request.complete and not request.read_finished:
+                self._finish_reading(request)
+                return
+            else:
+                return
+
+    def _start(self, request: RequestConnection) -> None:
+        state = self.state
+        state.requests += 1
+        request.started = True
+        if state.is_delegate:
+            app: Any = state.app
+            delegate = app.start_request(self, request)
+        else:
+            delegate = tornado.callable_delegate(state.app, request)  # type: ignore[arg-type]
+        if state.decompress:
+            delegate = tornado.gzip_delegate(delegate, CHUNK_SIZE, request.max_body_size)
+        request.delegate = delegate
+        if self.trusted:
+            tornado.apply_forwarded(self.context, request.headers)
+        self._call(
+            request,
+            delegate.headers_received,
+            self._headers_received,
+            request.start_line,
+            request.headers,
+        )
+
+    def _headers_received(self, request: RequestConnection) -> None:
+        request.headers_done = True
+        if request.detached or self.closed:
+            return
+        assert self.transport is not None
+        if request.headers.get("Expect") == "100-continue" and not request.write_finished:
+            self.transport.write(_CONTINUE)
+        length = request.headers.get("Content-Length")
+        if length is not None and int(length) > request.max_body_size:
+            self._answer_error(BadRequest("Content-Length too long"))
+            return
+        if not request.complete:
+            self.deadline = time.monotonic() + request.body_timeout
+
+    def _deliver(self, request: RequestConnection) -> None:
+        body = request.body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        request.buffered = 0
+        request.body_size += len(data)
+        if request.body_size > request.max_body_size:
+            self._answer_error(BadRequest("body too large"))
+            return
+        if self.read_paused and self._upgrade is None and len(self.queue) <= 1:
+            self._resume_reading()
+        if request.write_finished:
+            return  # answered already: the rest of the body is not for the application
+        assert request.delegate is not None
+        self._call(request, request.delegate.data_received, None, data)
+
+    def _finish_reading(self, request: RequestConnection) -> None:
+        request.read_finished = True
+        self.deadline = math.inf
+        delegate = request.delegate
+        assert delegate is not None
+        if not request.write_finished:
+            try:
+                delegate.finish()
+            except httputil.HTTPInputError as exc:
+                self._answer_error(BadRequest(str(exc)))
+                return
+            except Exception:
+                app_log.error("Uncaught exception", exc_info=True)
+                self._close()
+                return
+        request.delegate_done = True
+        if self.trusted:
+            tornado.unapply_forwarded(self.context)
+
+    def _response_done(self, request: RequestConnection) -> None:
+        if request.detached or self.closed or not self.queue or self.queue[0] is not request:
+            return
+        assert self.transport is not None
+        if request.disconnect_on_finish:
+            self.transport.close()
+            return
+        self.queue.popleft()
+        if self._upgrade is not None:  # answered without taking the connection over
+            leftover, self._upgrade = bytes(self._upgrade), None
+            self.parser = RequestParser(self, self.state.limits.max_header_size)
+            self._resume_reading()
+            if leftover:
+                self.data_received(leftover)
+        if self.queue:
+            asyncio.get_running_loop().call_soon(self._advance)
+        elif self._error is not None:
+            self._answer_error(self._error)
+            return
+        else:
+            self.deadline = time.monotonic() + self.state.limits.idle_timeout
+        if self.read_paused and len(self.queue) <= 1 and self._upgrade is None:
+            self._resume_reading()
+
+    # delegate calls
+
+    def _call(
+        self,
+        request: RequestConnection,
+        method: Callable[..., Any],
+        then: Callable[[RequestConnection], None] | None,
+        *args: Any,
+    ) -> None:
+        """Call a delegate method; wait (reading paused for this request) on what it
+        returns, then run `then`. Errors are answered as Tornado answers them."""
+        try:
+            result = method(*args)
+        except Exception as exc:
+            self._delegate_error(request, exc)
+            return
+        if result is not None:
+            future = gen.convert_yielded(result)
+            if not future.done():
+                request.waiting = True
+                future.add_done_callback(partial(self._awaited, request, then))
+                return
+            if future.exception() is not None:
+                self._delegate_error(request, future.exception())
+                return
+        if then is not None:
+            then(request)
+
+    def _awaited(
+        self,
+        request: RequestConnection,
+        then: Callable[[RequestConnection], None] | None,
+        future: asyncio.Future[Any],
+    ) -> None:
+        request.waiting = False
+        if self.closed or request.detached:
+            return
+        exc = None if future.cancelled() else future.exception()
+        if future.cancelled() or exc is not None:
+            self._delegate_error(request, exc)
+            return
+        if then is not None:
+            then(request)
+        self._advance()
+
+    def _delegate_error(self, request: RequestConnection, exc: BaseException | None) -> None:
+        if isinstance(exc, httputil.HTTPInputError):
+            self._answer_error(BadRequest(str(exc)))
+            return
+        if exc is not None:
+            app_log.error("Uncaught exception", exc_info=exc)
+        self._close()
+
+    def _tell_closed(self, request: RequestConnection) -> None:
+        """The client is gone while `request` was read (its delegate hears it) or while
+        its response was being made (its close callback runs)."""
+        if not request.delegate_done:
+            if request.delegate is not None:
+                try:
+                    request.delegate.on_connection_close()
+                except Exception:
+                    app_log.error("Uncaught exception", exc_info=True)
+            if self.trusted:
+                tornado.unapply_forwarded(self.context)
+        elif not request.write_finished and request.close_callback is not None:
+            callback, request.close_callback = request.close_callback, None
+            callback()
+
+    # errors, closing, flow control
+
+    def _bad_request(self, exc: BadRequest) -> None:
+        """The parser refused the bytes: answer once the requests before are answered."""
+        broken = self.reading
+        self.reading = None
+        if broken is not None and self.queue and broken is not self.queue[0]:
+            self.queue.remove(broken)  # queued behind others: never seen by the application
+        self._error = exc
+        self._pause_reading()
+        if not self.queue or self.queue[0] is broken:
+            self._answer_error(exc)
+
+    def _answer_error(self, exc: BadRequest) -> None:
+        gen_log.info("Malformed HTTP message from %s: %s", self.context, exc)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_STATUS_LINES.get(exc.status, _STATUS_LINES[400]))
+            self.transport.close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def timed_out(self) -> None:
+        """Called by the sweep when `deadline` has passed."""
+        head = self.queue[0] if self.queue else None
+        if head is not None and head.headers_done and not head.read_finished:
+            gen_log.info("Timeout reading body from %s", self.context)
+        self.deadline = math.inf
+        self._close()
+
+    def _keep_alive(self, start_line: httputil.RequestStartLine, headers: Any) -> bool:
+        if self.state.draining:
+            return False
+        connection = headers.get("Connection")
+        if connection is not None:
+            connection = connection.lower()
+        if start_line.version == "HTTP/1.1":
+            return bool(connection != "close")
+        if (
+            "Content-Length" in headers
+            or "Transfer-Encoding" in headers
+            or start_line.method in ("HEAD", "GET")
+        ):
+            return bool(connection == "keep-alive")
+        return False
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _release_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    def idle(self) -> bool:
+        """Between requests, with no partial request read."""
+        return not self.queue and not self.parser.in_message and not self.parser.holding
+
+    def half_close(self) -> None:
+        """Send FIN and keep reading: the client's close then ends the connection."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.can_write_eof():
+            self._eof_sent = True
+            transport.write_eof()
+        else:
+            transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent data."""
+        if self.transport is not None:
+            self.transport.abort()

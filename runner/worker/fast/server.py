@@ -1,0 +1,125 @@
+"""`FastHTTPServer`: the worker's HTTP/1.1 server on httptools and asyncio transports,
+serving an unchanged Tornado application through Tornado's own delegate interfaces. It
+implements `WorkerServer` (requests, connections, in-flight count, drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from tornado.httputil import HTTPServerConnectionDelegate
+
+from ..httpserver import ProxyTrust
+from .accept import AcceptLoop
+from .drain import drain_connections
+from .protocol import ClientConnection
+from .state import Limits, ServerState
+from .timeouts import TimeoutSweep, sweep_interval
+
+log = logging.getLogger("tornado_run.fast")
+
+DEFAULT_MAX_HEADER_SIZE = 64 << 10
+
+
+class FastHTTPServer:
+    """Serves `app` (an `HTTPServerConnectionDelegate` such as `tornado.web.Application`,
+    or a plain `callback(request)`) on the sockets given to `add_sockets`, or on each
+    socket given to `accepted`. With `ssl_context`, connections are TLS."""
+
+    def __init__(
+        self,
+        app: HTTPServerConnectionDelegate | Callable[[Any], None],
+        *,
+        proxy_trust: ProxyTrust | None = None,
+        idle_connection_timeout: float | None = None,
+        body_timeout: float | None = None,
+        max_body_size: int | None = None,
+        max_header_size: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        decompress_request: bool = False,
+    ) -> None:
+        limits = Limits(
+            max_header_size=max_header_size or DEFAULT_MAX_HEADER_SIZE,
+            max_body_size=max_body_size if max_body_size is not None else 100 << 20,
+            body_timeout=body_timeout or 3600.0,
+            idle_timeout=idle_connection_timeout or 3600.0,
+        )
+        self.state = ServerState(app, limits, proxy_trust, decompress_request)
+        self.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context is not None else "http"
+        self.acceptor = AcceptLoop(self.accepted)
+        self.sweep = TimeoutSweep(
+            self.state.connections,  # type: ignore[arg-type]
+            sweep_interval(idle_connection_timeout, body_timeout),
+        )
+
+    @property
+    def requests(self) -> int:
+        """Requests started since the server began serving."""
+        return self.state.requests
+
+    @requests.setter
+    def requests(self, value: int) -> None:
+        self.state.requests = value
+
+    @property
+    def connection_count(self) -> int:
+        """Open HTTP connections (a detached WebSocket connection is no longer one)."""
+        return len(self.state.connections)
+
+    def in_flight(self) -> int:
+        """Requests whose headers were read and whose response is not finished."""
+        return sum(1 for conn in self.state.connections if conn.queue and conn.queue[0].busy)
+
+    def add_sockets(self, sockets: list[socket.socket]) -> None:
+        """Start accepting on listening sockets."""
+        self.acceptor.add_sockets(sockets)
+        self.sweep.start()
+
+    def accepted(self, sock: socket.socket, address: object) -> None:
+        """Serve one accepted client socket."""
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        factory = partial(ClientConnection, self.state, address, self.scheme)
+        coro = loop.connect_accepted_socket(factory, sock, ssl=self.ssl_context)
+        loop.create_task(coro).add_done_callback(partial(_connected, sock))
+        self.sweep.start()
+
+    def stop(self) -> None:
+        """Stop accepting (connections already accepted are served on)."""
+        self.acceptor.stop(accept_queued=False)
+
+    async def drain(self, timeout: float, on_progress: Callable[[], None] | None = None) -> int:
+        """Stop accepting, let in-flight requests finish (answered with `Connection:
+        close`), half-close idle keep-alive connections and wait up to `timeout` seconds
+        for every connection to end. Returns how many had to be closed at the deadline."""
+        self.acceptor.stop(accept_queued=True)
+        try:
+            return await drain_connections(self.state, timeout, on_progress)
+        finally:
+            self.sweep.stop()
+
+    async def close_all_connections(self) -> None:
+        """Close every connection at once (tests and embedding)."""
+        for conn in list(self.state.connections):
+            conn.abort()
+        await asyncio.sleep(0)
+        self.sweep.stop()
+
+
+def _connected(sock: socket.socket, task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        sock.close()
+        return
+    exc = task.exception()
+    if exc is not None:  # e.g. a failed TLS handshake: that client's problem only
+        log.debug("connection setup failed: %r", exc)
+        sock.close()
+
+
+__all__ = ["ClientConnection", "FastHTTPServer"]

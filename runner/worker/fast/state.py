@@ -1,0 +1,56 @@
+"""What every client connection of one fast server shares: the application, the limits, the
+forwarded-header trust, the drain flag and the counters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tornado.httputil import HTTPServerConnectionDelegate
+
+if TYPE_CHECKING:
+    from ..httpserver import ProxyTrust
+    from .protocol import ClientConnection
+
+CHUNK_SIZE = 65536
+"""Largest body piece handed to a gzip-decoding delegate at once (Tornado's default)."""
+
+
+@dataclass
+class Limits:
+    """Per-request limits; a handler may change the body ones for its own request."""
+
+    max_header_size: int = 65536
+    max_body_size: int = 10 << 20
+    body_timeout: float = 60.0
+    idle_timeout: float = 3600.0
+
+
+@dataclass(eq=False)
+class ServerState:
+    """Shared by the server and its connections (one event loop, so no locking)."""
+
+    app: HTTPServerConnectionDelegate | Callable[[Any], None]
+    limits: Limits
+    trust: ProxyTrust | None = None
+    decompress: bool = False
+    draining: bool = False
+    """Set by the drain: every request read from now on is answered with Connection: close."""
+    requests: int = 0
+    connections: set[ClientConnection] = field(default_factory=set)
+    _ready: asyncio.Future[None] | None = None
+
+    @property
+    def is_delegate(self) -> bool:
+        return isinstance(self.app, HTTPServerConnectionDelegate)
+
+    def ready(self) -> asyncio.Future[None]:
+        """A resolved future, returned by writes while the transport takes more data (one
+        per server: creating one per write would cost time for nothing)."""
+        future = self._ready
+        if future is None:
+            future = self._ready = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+        return future
