@@ -205,3 +205,66 @@ def test_close_after_response_refuses_a_connection_without_the_attribute() -> No
             writer.close()
 
     asyncio.run(main())
+
+
+# The fast server's use of Tornado's private request context and delegates.
+
+
+def test_request_context_gives_remote_ip_and_protocol_for_tcp_and_unix_peers() -> None:
+    tcp = adapter.request_context(socket.AF_INET, ("10.1.2.3", 5000), "https")
+    assert (tcp.remote_ip, tcp.protocol, str(tcp)) == ("10.1.2.3", "https", "10.1.2.3")
+    unix = adapter.request_context(socket.AF_UNIX, "", "http")
+    assert (unix.remote_ip, unix.protocol) == ("0.0.0.0", "http")
+
+
+def test_apply_forwarded_rewrites_the_context_and_unapply_restores_it() -> None:
+    from tornado.httputil import HTTPHeaders
+
+    context = adapter.request_context(socket.AF_INET, ("127.0.0.1", 1), "http")
+    headers = HTTPHeaders({"X-Forwarded-For": "8.8.8.8", "X-Forwarded-Proto": "https"})
+    adapter.apply_forwarded(context, headers)
+    assert (context.remote_ip, context.protocol) == ("8.8.8.8", "https")
+    adapter.unapply_forwarded(context)
+    assert (context.remote_ip, context.protocol) == ("127.0.0.1", "http")
+
+
+def test_callable_delegate_builds_the_request_and_calls_back_with_its_body() -> None:
+    from tornado.httputil import HTTPHeaders, RequestStartLine
+
+    seen = []
+    conn = HTTP1Connection.__new__(HTTP1Connection)  # only passed through to the request
+    delegate = adapter.callable_delegate(seen.append, conn)
+    delegate.headers_received(
+        RequestStartLine("POST", "/x", "HTTP/1.1"), HTTPHeaders({"Host": "h"})
+    )
+    delegate.data_received(b"ab")
+    delegate.data_received(b"c")
+    delegate.finish()
+    (request,) = seen
+    assert (request.method, request.uri, request.body) == ("POST", "/x", b"abc")
+
+
+def test_gzip_delegate_decodes_gzip_bodies_for_the_wrapped_delegate() -> None:
+    import gzip
+
+    from tornado.httputil import HTTPHeaders, HTTPMessageDelegate, RequestStartLine
+
+    class Collect(HTTPMessageDelegate):
+        body = b""
+        headers: HTTPHeaders | None = None
+
+        def headers_received(self, start_line: object, headers: HTTPHeaders) -> None:
+            self.headers = headers
+
+        def data_received(self, chunk: bytes) -> None:
+            self.body += chunk
+
+    inner = Collect()
+    delegate = adapter.gzip_delegate(inner, 65536, 1 << 20)
+    delegate.headers_received(
+        RequestStartLine("POST", "/", "HTTP/1.1"), HTTPHeaders({"Content-Encoding": "gzip"})
+    )
+    asyncio.run(delegate.data_received(gzip.compress(b"plain text")))
+    delegate.finish()
+    assert inner.body == b"plain text"
+    assert inner.headers is not None and "Content-Encoding" not in inner.headers

@@ -89,12 +89,15 @@ class _SocketFamily:
         self.family = family
 
 
-def request_context(family: int, address: Any, protocol: str) -> Any:
+def request_context(
+    family: int, address: Any, protocol: str, trusted_downstream: tuple[str, ...] = ()
+) -> Any:
     """A `tornado.httpserver._HTTPRequestContext` for a connection from `address` on a socket
     of `family`: what `HTTPServerRequest` reads `remote_ip` and `protocol` from."""
     from tornado.httpserver import _HTTPRequestContext
 
-    return _HTTPRequestContext(_SocketFamily(family), address, protocol)  # type: ignore[arg-type]
+    stream: Any = _SocketFamily(family)
+    return _HTTPRequestContext(stream, address, protocol, list(trusted_downstream))
 
 
 def apply_forwarded(context: Any, headers: Any) -> None:

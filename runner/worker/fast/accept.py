@@ -3,7 +3,6 @@ every queued connection is accepted and handed to `accepted(sock, address)`."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import logging
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...sockets import reuseport
+from .state import current_loop
 
 log = logging.getLogger("tornado_run.fast")
 
@@ -30,7 +30,7 @@ class AcceptLoop:
         self.sockets: dict[int, socket.socket] = {}
 
     def add_sockets(self, sockets: list[socket.socket]) -> None:
-        loop = asyncio.get_running_loop()
+        loop = current_loop()
         for sock in sockets:
             sock.setblocking(False)
             self.sockets[sock.fileno()] = sock
@@ -51,19 +51,19 @@ class AcceptLoop:
 
     def _back_off(self, sock: socket.socket, exc: OSError) -> None:
         log.warning("accept() failed (%s); pausing %gs", exc.strerror, BACKOFF_SECONDS)
-        loop = asyncio.get_running_loop()
+        loop = current_loop()
         fd = sock.fileno()
         loop.remove_reader(fd)
         loop.call_later(BACKOFF_SECONDS, self._resume, sock, fd)
 
     def _resume(self, sock: socket.socket, fd: int) -> None:
         if self.sockets.get(fd) is sock:
-            asyncio.get_running_loop().add_reader(fd, self._ready, sock)
+            current_loop().add_reader(fd, self._ready, sock)
 
     def stop(self, accept_queued: bool = True) -> None:
         """Accept what is already queued (unless told not to), stop watching the sockets
         and close them."""
-        loop = asyncio.get_running_loop()
+        loop = current_loop()
         for fd, sock in list(self.sockets.items()):
             if accept_queued:  # own --reuse-port sockets would lose their queue
                 reuseport.accept_queued(sock, self.accepted)

@@ -40,6 +40,11 @@ class ConnectionOwner(Protocol):
         """Stop HTTP processing and hand the transport (and unread bytes) to the caller."""
         ...
 
+    @property
+    def stream(self) -> Any:
+        """An IOStream-like view of the connection (`request.connection.stream`)."""
+        ...
+
 
 def _closed_future() -> Future[None]:
     future: Future[None] = Future()
@@ -185,6 +190,12 @@ class RequestConnection(httputil.HTTPConnection):
         """Stop HTTP processing on this connection and return an IOStream-compatible
         stream over its transport, seeded with the bytes read past this request."""
         return self.owner.detach(self)
+
+    @property
+    def stream(self) -> Any:
+        """What `request.connection.stream` gives on Tornado's server, as far as
+        applications use it: close(), closed(), set_nodelay(), socket."""
+        return self.owner.stream
 
     @property
     def busy(self) -> bool:

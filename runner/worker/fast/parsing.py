@@ -20,6 +20,40 @@ _METHODS: dict[bytes, str] = {}
 _VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
+_BAD_LINE = "Malformed HTTP request line"
+_REQUEST_LINE_ERRORS = ("method", "URL", "url", "HTTP version", "after version", "Expected HTTP")
+
+
+def _header_values(data: bytes, name: bytes) -> list[str]:
+    pattern = re.compile(rb"(?im)^" + name + rb":[ \t]*([^\r\n]*?)[ \t]*\r?$")
+    return [value.decode("latin1") for value in pattern.findall(data)]
+
+
+def _tornado_reason(exc: Exception, data: bytes) -> str:
+    """What Tornado's parser logs for the same mistake (operators grep for these)."""
+    message = str(exc)
+    if isinstance(exc, httptools.HttpParserInvalidMethodError) or any(
+        part in message for part in _REQUEST_LINE_ERRORS
+    ):
+        return _BAD_LINE
+    if "Transfer-Encoding" in message and "Content-Length" in message:
+        return "Message with both Transfer-Encoding and Content-Length"
+    if "Content-Length" in message:
+        values = _header_values(data, b"content-length")
+        if "Duplicate" in message or any("," in value for value in values):
+            return f"Multiple unequal Content-Lengths: {', '.join(values)!r}"
+        return f"Only integer Content-Length is allowed: {', '.join(values)}"
+    if "Transfer-Encoding" in message:
+        return (
+            f"Unsupported Transfer-Encoding {','.join(_header_values(data, b'transfer-encoding'))}"
+        )
+    if "chunk size" in message:
+        return "invalid chunk size"
+    if "header token" in message:
+        return "no colon in header line"
+    return message or type(exc).__name__
+
+
 class BadRequest(Exception):
     """The client sent something this server will not serve: answer `status`, then close."""
 
@@ -64,6 +98,7 @@ class RequestParser:
         self._completed = False
         self._method_override: str | None = None
         self._held = b""
+        self._line = b""
         self._reparsing = False
         self._error: BadRequest | None = None
 
@@ -77,7 +112,10 @@ class RequestParser:
         offset in `data` where the other protocol's bytes begin. Raises `BadRequest`."""
         if self._held:
             data, self._held = self._held + data, b""
+        # A request line that arrives in pieces is kept until its end is parsed, in case
+        # llhttp refuses it and it must be parsed again (see `_reparse`).
         began_idle = not self.in_message
+        start = data if began_idle else self._line + data if self._line else b""
         self._completed = False
         if not self._headers_done:
             self._header_bytes += len(data)
@@ -91,11 +129,16 @@ class RequestParser:
                 raise error from None
             unknown_method = isinstance(exc, httptools.HttpParserInvalidMethodError)
             bare_lf = str(exc) == _BARE_LF_ERROR
-            if (unknown_method or bare_lf) and began_idle and not self._completed:
-                return self._reparse(data, unknown_method)
-            raise BadRequest(str(exc) or type(exc).__name__) from None
-        if self.in_message and not self._headers_done and self._header_bytes > self.max_header_size:
-            raise BadRequest("request headers too large", 431)
+            if (unknown_method or bare_lf) and start and not self._completed:
+                self._line = b""
+                return self._reparse(start, unknown_method)
+            raise BadRequest(_tornado_reason(exc, self._line + data)) from None
+        if self.in_message and not self._headers_done:
+            if self._header_bytes > self.max_header_size:
+                raise BadRequest("request headers too large", 431)
+            self._line = start if not self._headers and not self._completed else b""
+        elif self._line:
+            self._line = b""
         return None
 
     def _reparse(self, data: bytes, unknown_method: bool) -> int | None:
@@ -103,6 +146,9 @@ class RequestParser:
         a bare LF ending the line, or a method token llhttp does not know (parsed under a
         stand-in, and reported as sent: the application answers 405, as with Tornado)."""
         text = data.lstrip(b"\r\n")
+        token = text.partition(b" ")[0].partition(b"\n")[0].removesuffix(b"\r")
+        if unknown_method and not _TOKEN.fullmatch(token):
+            raise BadRequest(_BAD_LINE)
         eol = text.find(b"\n")
         if eol < 0:
             if len(text) > self.max_header_size:
@@ -112,11 +158,11 @@ class RequestParser:
             return None
         line = text[:eol].removesuffix(b"\r")
         if self._reparsing:
-            raise BadRequest("invalid request line")
+            raise BadRequest(_BAD_LINE)
         if unknown_method:
             token, space, rest = line.partition(b" ")
             if not space or not _TOKEN.fullmatch(token):
-                raise BadRequest("invalid method")
+                raise BadRequest(_BAD_LINE)
             self._method_override = token.decode("latin1")
             line = b"GET " + rest
         self._restart()
@@ -152,7 +198,7 @@ class RequestParser:
             self._fail(BadRequest("request headers too large", 431))
         version = _VERSIONS.get(self._parser.get_http_version())
         if version is None:
-            self._fail(BadRequest("unsupported HTTP version"))
+            self._fail(BadRequest(_BAD_LINE))
         headers = HTTPHeaders()
         for raw_name, raw_value in self._headers:
             name = raw_name.decode("latin1")
@@ -163,7 +209,7 @@ class RequestParser:
                 headers[name] = value
         encoding = headers.get("Transfer-Encoding")
         if encoding is not None and encoding.lower() != "chunked":
-            self._fail(BadRequest(f"unsupported Transfer-Encoding {encoding!r}"))
+            self._fail(BadRequest(f"Unsupported Transfer-Encoding {encoding}"))
         method = self._method_override or self._method()
         self._method_override = None
         self.sink.request_parsed(

@@ -12,17 +12,17 @@ import math
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
-from functools import partial
 from typing import Any, cast
 
-from tornado import gen, httputil
-from tornado.log import app_log, gen_log
+from tornado import httputil
+from tornado.log import gen_log
 
 from .. import tornado_adapter as tornado
 from .connection import RequestConnection
+from .cycle import RequestCycle
 from .parsing import BadRequest, RequestParser
-from .state import CHUNK_SIZE, ServerState
+from .state import ServerState
+from .streamview import StreamView
 
 READ_PAUSE_BYTES = 1 << 20
 """Unconsumed body bytes of one request at which reading pauses."""
@@ -30,14 +30,9 @@ _STATUS_LINES = {
     400: b"HTTP/1.1 400 Bad Request\r\n\r\n",
     431: b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
 }
-_CONTINUE = b"HTTP/1.1 100 (Continue)\r\n\r\n"
 
 
-class _Failed(Exception):
-    """A delegate call failed; the connection has been answered or closed already."""
-
-
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(RequestCycle, asyncio.Protocol):
     """The HTTP side of one accepted socket; `deadline` is read by the timeout sweep."""
 
     def __init__(self, state: ServerState, address: Any, scheme: str) -> None:
@@ -65,7 +60,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         sock = transport.get_extra_info("socket")
         family = sock.family if sock is not None else socket.AF_INET
-        self.context = tornado.request_context(family, self.address, self.scheme)
+        self.context = tornado.request_context(
+            family, self.address, self.scheme, self.state.trusted_downstream
+        )
         trust = self.state.trust
         self.trusted = trust is not None and trust.allows(self.address)
         self.state.connections.add(self)
@@ -81,6 +78,8 @@ class ClientConnection(asyncio.Protocol):
             offset = self.parser.feed(data)
         except BadRequest as exc:
             self._bad_request(exc)
+            if self.queue:
+                self._advance()  # the requests before the bad one are answered first
             return
         if offset is not None:
             self._upgrade = bytearray(data[offset:])
@@ -169,6 +168,11 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._response_done(request)
 
+    @property
+    def stream(self) -> StreamView:
+        assert self.transport is not None
+        return StreamView(self.transport, self.send)
+
     def abort_response(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -185,100 +189,8 @@ class ClientConnection(asyncio.Protocol):
         self.queue.clear()
         self.deadline = math.inf
         self.state.connections.discard(self)
-        stream = TransportStream(self.transport, leftover)
-        self.transport.resume_reading()
-        return stream
-
-    # the request cycle
-
-    def _advance(self) -> None:
-        """Take the first request as far as it can go without waiting."""
-        while self.queue and not self.closed:
-            request = self.queue[0]
-            if request.waiting or request.detached:
-                return
-            if not request.started:
-                self._start(request)
-            elif not request.headers_done:
-                return
-            elif request.body:
-                self._deliver(request)
-            elif request.complete and not request.read_finished:
-                self._finish_reading(request)
-                return
-            else:
-                return
-
-    def _start(self, request: RequestConnection) -> None:
-        state = self.state
-        state.requests += 1
-        request.started = True
-        if state.is_delegate:
-            app: Any = state.app
-            delegate = app.start_request(self, request)
-        else:
-            delegate = tornado.callable_delegate(state.app, request)  # type: ignore[arg-type]
-        if state.decompress:
-            delegate = tornado.gzip_delegate(delegate, CHUNK_SIZE, request.max_body_size)
-        request.delegate = delegate
-        if self.trusted:
-            tornado.apply_forwarded(self.context, request.headers)
-        self._call(
-            request,
-            delegate.headers_received,
-            self._headers_received,
-            request.start_line,
-            request.headers,
-        )
-
-    def _headers_received(self, request: RequestConnection) -> None:
-        request.headers_done = True
-        if request.detached or self.closed:
-            return
-        assert self.transport is not None
-        if request.headers.get("Expect") == "100-continue" and not request.write_finished:
-            self.transport.write(_CONTINUE)
-        length = request.headers.get("Content-Length")
-        if length is not None and int(length) > request.max_body_size:
-            self._answer_error(BadRequest("Content-Length too long"))
-            return
-        if not request.complete:
-            self.deadline = time.monotonic() + request.body_timeout
-
-    def _deliver(self, request: RequestConnection) -> None:
-        body = request.body
-        data = body[0] if len(body) == 1 else b"".join(body)
-        body.clear()
-        request.buffered = 0
-        request.body_size += len(data)
-        if request.body_size > request.max_body_size:
-            self._answer_error(BadRequest("body too large"))
-            return
-        if self.read_paused and self._upgrade is None and len(self.queue) <= 1:
-            self._resume_reading()
-        if request.write_finished:
-            return  # answered already: the rest of the body is not for the application
-        assert request.delegate is not None
-        self._call(request, request.delegate.data_received, None, data)
-
-    def _finish_reading(self, request: RequestConnection) -> None:
-        request.read_finished = True
-        self.deadline = math.inf
-        delegate = request.delegate
-        assert delegate is not None
-        if not request.write_finished:
-            try:
-                delegate.finish()
-            except httputil.HTTPInputError as exc:
-                self._answer_error(BadRequest(str(exc)))
-                return
-            except Exception:
-                app_log.error("Uncaught exception", exc_info=True)
-                self._close()
-                return
-        request.delegate_done = True
-        if self.trusted:
-            tornado.unapply_forwarded(self.context)
+        self.read_paused = False  # reading is the stream's business from here on
+        return TransportStream(self.transport, leftover)
 
     def _response_done(self, request: RequestConnection) -> None:
         if request.detached or self.closed or not self.queue or self.queue[0] is not request:
@@ -304,74 +216,6 @@ class ClientConnection(asyncio.Protocol):
         if self.read_paused and len(self.queue) <= 1 and self._upgrade is None:
             self._resume_reading()
 
-    # delegate calls
-
-    def _call(
-        self,
-        request: RequestConnection,
-        method: Callable[..., Any],
-        then: Callable[[RequestConnection], None] | None,
-        *args: Any,
-    ) -> None:
-        """Call a delegate method; wait (reading paused for this request) on what it
-        returns, then run `then`. Errors are answered as Tornado answers them."""
-        try:
-            result = method(*args)
-        except Exception as exc:
-            self._delegate_error(request, exc)
-            return
-        if result is not None:
-            future = gen.convert_yielded(result)
-            if not future.done():
-                request.waiting = True
-                future.add_done_callback(partial(self._awaited, request, then))
-                return
-            if future.exception() is not None:
-                self._delegate_error(request, future.exception())
-                return
-        if then is not None:
-            then(request)
-
-    def _awaited(
-        self,
-        request: RequestConnection,
-        then: Callable[[RequestConnection], None] | None,
-        future: asyncio.Future[Any],
-    ) -> None:
-        request.waiting = False
-        if self.closed or request.detached:
-            return
-        exc = None if future.cancelled() else future.exception()
-        if future.cancelled() or exc is not None:
-            self._delegate_error(request, exc)
-            return
-        if then is not None:
-            then(request)
-        self._advance()
-
-    def _delegate_error(self, request: RequestConnection, exc: BaseException | None) -> None:
-        if isinstance(exc, httputil.HTTPInputError):
-            self._answer_error(BadRequest(str(exc)))
-            return
-        if exc is not None:
-            app_log.error("Uncaught exception", exc_info=exc)
-        self._close()
-
-    def _tell_closed(self, request: RequestConnection) -> None:
-        """The client is gone while `request` was read (its delegate hears it) or while
-        its response was being made (its close callback runs)."""
-        if not request.delegate_done:
-            if request.delegate is not None:
-                try:
-                    request.delegate.on_connection_close()
-                except Exception:
-                    app_log.error("Uncaught exception", exc_info=True)
-            if self.trusted:
-                tornado.unapply_forwarded(self.context)
-        elif not request.write_finished and request.close_callback is not None:
-            callback, request.close_callback = request.close_callback, None
-            callback()
-
     # errors, closing, flow control
 
     def _bad_request(self, exc: BadRequest) -> None:
@@ -386,7 +230,10 @@ class ClientConnection(asyncio.Protocol):
             self._answer_error(exc)
 
     def _answer_error(self, exc: BadRequest) -> None:
-        gen_log.info("Malformed HTTP message from %s: %s", self.context, exc)
+        if exc.status == 431:  # Tornado's words when its header read hits the limit
+            gen_log.info("Unsatisfiable read, closing connection: %s", exc)
+        else:
+            gen_log.info("Malformed HTTP message from %s: %s", self.context, exc)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_STATUS_LINES.get(exc.status, _STATUS_LINES[400]))
             self.transport.close()

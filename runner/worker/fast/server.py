@@ -13,12 +13,13 @@ from functools import partial
 from typing import Any
 
 from tornado.httputil import HTTPServerConnectionDelegate
+from tornado.log import gen_log
 
 from ..httpserver import ProxyTrust
 from .accept import AcceptLoop
 from .drain import drain_connections
 from .protocol import ClientConnection
-from .state import Limits, ServerState
+from .state import Limits, ServerState, current_loop
 from .timeouts import TimeoutSweep, sweep_interval
 
 log = logging.getLogger("tornado_run.fast")
@@ -42,16 +43,22 @@ class FastHTTPServer:
         max_header_size: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
         decompress_request: bool = False,
+        chunk_size: int | None = None,
+        protocol: str | None = None,
+        trusted_downstream: list[str] | None = None,
     ) -> None:
         limits = Limits(
             max_header_size=max_header_size or DEFAULT_MAX_HEADER_SIZE,
             max_body_size=max_body_size if max_body_size is not None else 100 << 20,
             body_timeout=body_timeout or 3600.0,
             idle_timeout=idle_connection_timeout or 3600.0,
+            chunk_size=chunk_size or 65536,
         )
-        self.state = ServerState(app, limits, proxy_trust, decompress_request)
+        self.state = ServerState(
+            app, limits, proxy_trust, decompress_request, tuple(trusted_downstream or ())
+        )
         self.ssl_context = ssl_context
-        self.scheme = "https" if ssl_context is not None else "http"
+        self.scheme = protocol or ("https" if ssl_context is not None else "http")
         self.acceptor = AcceptLoop(self.accepted)
         self.sweep = TimeoutSweep(
             self.state.connections,  # type: ignore[arg-type]
@@ -81,10 +88,14 @@ class FastHTTPServer:
         self.acceptor.add_sockets(sockets)
         self.sweep.start()
 
+    def add_socket(self, sock: socket.socket) -> None:
+        """Start accepting on one listening socket (Tornado's name)."""
+        self.add_sockets([sock])
+
     def accepted(self, sock: socket.socket, address: object) -> None:
         """Serve one accepted client socket."""
         sock.setblocking(False)
-        loop = asyncio.get_running_loop()
+        loop = current_loop()
         factory = partial(ClientConnection, self.state, address, self.scheme)
         coro = loop.connect_accepted_socket(factory, sock, ssl=self.ssl_context)
         loop.create_task(coro).add_done_callback(partial(_connected, sock))
@@ -117,9 +128,13 @@ def _connected(sock: socket.socket, task: asyncio.Task[Any]) -> None:
         sock.close()
         return
     exc = task.exception()
-    if exc is not None:  # e.g. a failed TLS handshake: that client's problem only
-        log.debug("connection setup failed: %r", exc)
-        sock.close()
+    if exc is None:
+        return
+    if isinstance(exc, ssl.SSLError | ConnectionError):  # that client's problem only
+        gen_log.warning("SSL Error on %s: %s", sock.fileno(), exc)
+    else:
+        log.error("setting up a connection failed", exc_info=exc)
+    sock.close()
 
 
 __all__ = ["ClientConnection", "FastHTTPServer"]

@@ -14,9 +14,6 @@ if TYPE_CHECKING:
     from ..httpserver import ProxyTrust
     from .protocol import ClientConnection
 
-CHUNK_SIZE = 65536
-"""Largest body piece handed to a gzip-decoding delegate at once (Tornado's default)."""
-
 
 @dataclass
 class Limits:
@@ -26,6 +23,8 @@ class Limits:
     max_body_size: int = 10 << 20
     body_timeout: float = 60.0
     idle_timeout: float = 3600.0
+    chunk_size: int = 65536
+    """Largest body piece handed to a delegate at once (Tornado's default)."""
 
 
 @dataclass(eq=False)
@@ -36,6 +35,8 @@ class ServerState:
     limits: Limits
     trust: ProxyTrust | None = None
     decompress: bool = False
+    trusted_downstream: tuple[str, ...] = ()
+    """Proxies skipped in X-Forwarded-For (Tornado's `trusted_downstream`)."""
     draining: bool = False
     """Set by the drain: every request read from now on is answered with Connection: close."""
     requests: int = 0
@@ -54,3 +55,15 @@ class ServerState:
             future = self._ready = asyncio.get_running_loop().create_future()
             future.set_result(None)
         return future
+
+
+def current_loop() -> asyncio.AbstractEventLoop:
+    """The running loop, or outside one the loop Tornado's IOLoop.current() runs on (so a
+    server can be set up before the loop starts, as Tornado's own can)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        from tornado.ioloop import IOLoop
+
+        loop: asyncio.AbstractEventLoop = IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
+        return loop

@@ -8,6 +8,8 @@ import asyncio
 import time
 from typing import Protocol
 
+from .state import current_loop
+
 
 class HasDeadline(Protocol):
     deadline: float
@@ -34,7 +36,7 @@ class TimeoutSweep:
 
     def start(self) -> None:
         if self._handle is None:
-            self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
+            self._handle = current_loop().call_later(self.interval, self._tick)
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -42,7 +44,7 @@ class TimeoutSweep:
             self._handle = None
 
     def _tick(self) -> None:
-        self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
+        self._handle = current_loop().call_later(self.interval, self._tick)
         now = time.monotonic()
         for conn in [c for c in self.connections if c.deadline <= now]:
             conn.timed_out()
