@@ -209,6 +209,36 @@ def test_write_future_waits_while_the_client_does_not_read() -> None:
     run(main)
 
 
+def test_a_transport_already_full_when_handed_over_holds_back_the_first_write() -> None:
+    async def main() -> None:
+        streams: asyncio.Queue[TransportStream] = asyncio.Queue()
+        chunk = b"z" * 65536
+        sent = 0
+
+        def on_head(transport: asyncio.Transport, head: bytes, rest: bytes) -> None:
+            nonlocal sent
+            _, high = transport.get_write_buffer_limits()
+            while transport.get_write_buffer_size() <= high and sent < 256 * 1024 * 1024:
+                transport.write(chunk)  # the HTTP side's last response, to a slow reader
+                sent += len(chunk)
+            streams.put_nowait(TransportStream(transport, rest))
+
+        async with serving(on_head) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            stream = await asyncio.wait_for(streams.get(), 5)
+            future = stream.write(b"!")
+            assert not future.done()
+            received = 0
+            while received < sent + 1:
+                received += len(await reader.read(1 << 20))
+            await asyncio.wait_for(future, 5)
+            writer.close()
+            stream.close()
+
+    run(main)
+
+
 def test_pending_write_fails_when_the_stream_closes() -> None:
     async def main() -> None:
         async with stream_pair() as (stream, _, _):

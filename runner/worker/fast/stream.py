@@ -63,7 +63,10 @@ class TransportStream(asyncio.Protocol):
         self._read_bytes = 0
         self._read_partial = False
         self._write_futures: list[asyncio.Future[None]] = []
-        self._write_paused = False
+        # The transport tells a new protocol only when it resumes, so start from its state.
+        self._write_paused = (
+            transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
+        )
         self._reading_paused = False
         self._closed = transport.is_closing()
         self._close_callback: Callable[[], None] | None = None
