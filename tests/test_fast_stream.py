@@ -288,6 +288,20 @@ def test_set_nodelay_sets_tcp_nodelay() -> None:
     run(main)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_socket_gives_the_peer_address_and_on_tls_the_session(tls: bool) -> None:
+    async def main() -> None:
+        async with stream_pair(tls=tls) as (stream, _, writer):
+            client_address = writer.get_extra_info("sockname")
+            if tls:
+                assert stream.socket.cipher() is not None
+                assert stream.socket.getpeercert() is None  # the client sent no certificate
+            else:
+                assert stream.socket.getpeername() == client_address
+
+    run(main)
+
+
 # A real Tornado WebSocket handshake: the request is driven through Tornado's delegate
 # interfaces on a minimal HTTPConnection whose detach() gives a TransportStream.
 

@@ -2,7 +2,8 @@
 
 Tornado's WebSocket protocol (and any handler that calls `detach()`) takes the connection's
 IOStream and from then on uses only `read_bytes`, `write`, `close`, `closed`,
-`set_nodelay`, `set_close_callback`, `error` and `io_loop`. `TransportStream` gives those
+`set_nodelay`, `set_close_callback`, `error` and `io_loop` (applications sometimes add
+`socket`). `TransportStream` gives those
 with IOStream's semantics over the transport the fast HTTP server already owns, so the
 upgrade keeps the socket (plain or TLS) and the bytes the HTTP parser read past the request.
 
@@ -149,6 +150,13 @@ class TransportStream(asyncio.Protocol):
             return
         with contextlib.suppress(OSError):  # the peer may already be gone
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if value else 0)
+
+    @property
+    def socket(self) -> Any:
+        """The TLS object on a TLS connection (`getpeercert()`, `cipher()`), else the socket,
+        as IOStream's `socket` offers them."""
+        transport = self._transport
+        return transport.get_extra_info("ssl_object") or transport.get_extra_info("socket")
 
     @property
     def transport(self) -> asyncio.Transport:
