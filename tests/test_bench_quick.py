@@ -68,6 +68,24 @@ def test_quick_hello_section_measures_every_row(tmp_path: Path) -> None:
         assert "no chart: matplotlib is not installed" in done.stdout
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="the POST rows need wrk")
+def test_quick_http_section_measures_fast_and_tornado_on_every_workload(tmp_path: Path) -> None:
+    done = _bench("--quick", "--only", "http", "--out", str(tmp_path), timeout=170)
+    assert done.returncode == 0, done.stderr[-2000:]
+    payload = json.loads((tmp_path / "results.json").read_text())
+    sections = {section["key"]: section for section in payload["sections"]}
+    assert set(sections) == {"http-hello", "http-json", "http-echo"}
+    for section in sections.values():
+        rows = {row["name"]: row for row in section["rows"]}
+        for name in (
+            "tornado-run --workers 2 --http fast",
+            "tornado-run --workers 2 --http tornado",
+        ):
+            assert rows[name]["values"]["req_per_cpu_s"] > 0, (section["key"], name)
+            assert rows[name]["values"]["errors"] == 0, (section["key"], name)
+
+
 def test_missing_load_tools_skip_each_row_with_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()

@@ -5,6 +5,7 @@ counting, the drain, plain-callable apps and gzip request bodies."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import time
 from collections.abc import Awaitable, Callable
@@ -266,5 +267,24 @@ def test_gzip_request_bodies_are_decoded_with_decompress_request() -> None:
                 b"Content-Length: %d\r\n\r\n%s" % (len(packed), packed)
             )
             assert (await raw.response())[2] == b"got:unzipped"
+
+    run(main)
+
+
+def test_served_requests_leave_no_reference_cycles_for_the_gc() -> None:
+    async def main() -> None:
+        async with serving(application()) as served:
+            raw = await served.connect()
+            raw.send(GET)
+            await raw.response()
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(50):
+                    raw.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+                    await raw.response()
+                assert gc.collect() == 0
+            finally:
+                gc.enable()
 
     run(main)

@@ -246,3 +246,13 @@ def test_unknown_method_tokens_reach_the_application_which_answers_405(method: b
             assert (await raw.response())[2] == b"hello"
 
     run(main)
+
+
+def test_no_keep_alive_closes_after_each_response() -> None:
+    async def main() -> None:
+        async with serving(application(), no_keep_alive=True) as served:
+            reply = await served.exchange(GET + GET)
+            assert reply.count(b"HTTP/1.1 200 OK") == 1
+            assert b"Connection: close" in reply and reply.endswith(b"hello")
+
+    run(main)

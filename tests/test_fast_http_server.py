@@ -141,3 +141,25 @@ def test_request_counts_reach_metrics(launch: Callable[..., Server]) -> None:
     wait_until(lambda: counted() >= 7, 10, "request counters")
     assert counted() == 7
     assert server.stop() == 0
+
+
+def test_max_requests_recycles_a_fast_worker_without_a_failed_request(
+    launch: Callable[..., Server],
+) -> None:
+    server = launch("hello:application", "--http", "fast", "--max-requests", "40")
+    assert server.port is not None
+    first = server.worker_pids()
+    with Load(server.port, fresh=1, kept=1, seconds=40) as load:
+        wait_until(lambda: server.worker_pids() and not server.worker_pids() & first, 30,
+                   "the worker to be recycled")  # fmt: skip
+        load.wait_for(20)
+    assert load.failures == []
+    assert server.stop() == 0
+
+
+def test_fast_server_on_a_unix_socket(launch: Callable[..., Server], tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    server = launch("hello:application", "--http", "fast", bind=f"unix:{path}")
+    reply = server.get("/ip")
+    assert reply.status == 200 and reply.json() == {"remote_ip": "0.0.0.0", "protocol": "http"}
+    assert server.stop() == 0

@@ -23,4 +23,20 @@ class Pid(tornado.web.RequestHandler):
         self.write(str(os.getpid()))
 
 
-application = tornado.web.Application([(r"/", Hello), (r"/pid", Pid)])
+class Json(tornado.web.RequestHandler):
+    """A small JSON document, the usual API answer."""
+
+    def get(self) -> None:
+        self.write({"message": "Hello, world", "items": [1, 2, 3], "ok": True})
+
+
+class Echo(tornado.web.RequestHandler):
+    """Reads a request body (the 4 KiB POST rows) and answers its length."""
+
+    def post(self) -> None:
+        self.write(str(len(self.request.body)))
+
+
+application = tornado.web.Application(
+    [(r"/", Hello), (r"/pid", Pid), (r"/json", Json), (r"/echo", Echo)]
+)

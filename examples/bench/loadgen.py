@@ -12,10 +12,12 @@ import re
 import socket
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .harness import Skip, executable
 
@@ -50,13 +52,21 @@ def load_tool() -> str:
 
 
 def closed_loop(
-    url: str, connections: int, seconds: float, timeout: float = 10.0, tool: str | None = None
+    url: str,
+    connections: int,
+    seconds: float,
+    timeout: float = 10.0,
+    tool: str | None = None,
+    post_size: int | None = None,
 ) -> LoadResult:
     """Keep `connections` keep-alive connections busy on `url` for `seconds`, with `tool`
-    ("wrk" or "ab"; default: whichever is installed, wrk first)."""
+    ("wrk" or "ab"; default: whichever is installed, wrk first). With `post_size`, every
+    request is a POST of a body of that many bytes (wrk only)."""
     tool = tool or load_tool()
     if tool == "wrk":
-        return _run_wrk(url, connections, seconds, timeout)
+        return _run_wrk(url, connections, seconds, timeout, post_size)
+    if post_size is not None:
+        raise Skip("POST rows need wrk")
     return _run_ab(url, connections, seconds, timeout)
 
 
@@ -83,12 +93,22 @@ def _duration_ms(text: str) -> float:
     return float(match[1]) * _UNITS_MS[match[2]]
 
 
-def _run_wrk(url: str, connections: int, seconds: float, timeout: float) -> LoadResult:
+def _run_wrk(
+    url: str, connections: int, seconds: float, timeout: float, post_size: int | None = None
+) -> LoadResult:
     threads = max(1, min(2, connections))
     whole = max(1, round(seconds))  # wrk takes whole seconds only
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{whole}s"]
     command += [f"--timeout={timeout:g}s", "--latency", url]
-    return parse_wrk(_run(command, seconds))
+    if post_size is None:
+        return parse_wrk(_run(command, seconds))
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "post.lua"
+        script.write_text(
+            f'wrk.method = "POST"\nwrk.body = string.rep("x", {post_size})\n'
+            'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+        )
+        return parse_wrk(_run([*command, "-s", str(script)], seconds))
 
 
 def parse_wrk(out: str) -> LoadResult:

@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `examples.bench` importab
 from examples.bench import report
 from examples.bench.harness import REPO_ROOT, Skip
 from examples.bench.plan import Section, Settings
+from examples.bench.sections_http import http_sections
 from examples.bench.sections_offload import (
     async_section,
     cpu_sections,
@@ -41,6 +42,7 @@ RESULTS = REPO_ROOT / "examples" / "bench" / "results"
 
 SECTIONS: dict[str, Callable[[Settings, Log], list[Section]]] = {
     "hello": lambda s, log: [hello_section(s, log)],
+    "http": http_sections,
     "async": lambda s, log: [async_section(s, log)],
     "forward": lambda s, log: [forward_section(s, log)],
     "cpu": cpu_sections,

@@ -197,6 +197,13 @@ class RequestConnection(httputil.HTTPConnection):
         applications use it: close(), closed(), set_nodelay(), socket."""
         return self.owner.stream
 
+    def release(self) -> None:
+        """Drop the references to the application's objects once the request is over: the
+        handler refers back to this connection, and the cycle would wait for the GC."""
+        self.delegate = None
+        self.close_callback = None
+        self.body = []
+
     @property
     def busy(self) -> bool:
         """Headers read, response not finished."""

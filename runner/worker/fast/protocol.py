@@ -53,6 +53,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self._upgrade: bytearray | None = None  # bytes past a request that upgrades
         self._error: BadRequest | None = None  # answer once the requests before it are done
         self._eof_sent = False  # half-closed by the drain: nothing more can be answered
+        self._raw_body = 0  # body bytes still to come of an Upgrade request with a body
 
     # asyncio.Protocol
 
@@ -74,14 +75,16 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             return
         if self._error is not None or self._eof_sent:
             return
+        if self._raw_body:
+            data = self._raw_body_received(data)
         try:
-            offset = self.parser.feed(data)
+            offset = self.parser.feed(data) if data else None
         except BadRequest as exc:
             self._bad_request(exc)
             if self.queue:
                 self._advance()  # the requests before the bad one are answered first
             return
-        if offset is not None:
+        if offset is not None and not self._upgrade_has_body(data[offset:]):
             self._upgrade = bytearray(data[offset:])
             self._pause_reading()
         if self.queue:
@@ -89,6 +92,38 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         reading = self.reading
         if len(self.queue) > 1 or (reading is not None and reading.buffered > READ_PAUSE_BYTES):
             self._pause_reading()
+
+    def _upgrade_has_body(self, rest: bytes) -> bool:
+        """llhttp stops at the headers of a request with `Upgrade:`. One with a body (say
+        `Upgrade: h2c` on a POST) is served as a plain request: its body is taken from the
+        bytes that follow, and parsing goes on after it."""
+        request = self.queue[-1] if self.queue else None
+        if request is None:
+            return False
+        length = request.headers.get("Content-Length", "0")
+        if "Transfer-Encoding" not in request.headers and length == "0":
+            return False
+        self.parser = RequestParser(self, self.state.limits.max_header_size)
+        if "Transfer-Encoding" in request.headers:
+            self.queue.pop()
+            self._bad_request(BadRequest("chunked body on an Upgrade request"))
+            return True
+        request.complete = False
+        self.reading = request
+        self._raw_body = int(length)
+        rest = self._raw_body_received(rest)
+        if rest:
+            self.data_received(rest)
+        return True
+
+    def _raw_body_received(self, data: bytes) -> bytes:
+        """Take the body of an upgrade-with-body request from `data`; return the rest."""
+        piece = data[: self._raw_body]
+        self._raw_body -= len(piece)
+        self.body_received(piece)
+        if not self._raw_body:
+            self.request_complete()
+        return data[len(piece) :]
 
     def eof_received(self) -> bool | None:
         return None  # the client is gone (as with Tornado): close
@@ -102,6 +137,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             self.queue.clear()
             if head.started and not head.detached:
                 self._tell_closed(head)
+            head.release()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -190,7 +226,9 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self.deadline = math.inf
         self.state.connections.discard(self)
         self.read_paused = False  # reading is the stream's business from here on
-        return TransportStream(self.transport, leftover)
+        stream = TransportStream(self.transport, leftover)
+        request.release()
+        return stream
 
     def _response_done(self, request: RequestConnection) -> None:
         if request.detached or self.closed or not self.queue or self.queue[0] is not request:
@@ -199,7 +237,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         if request.disconnect_on_finish:
             self.transport.close()
             return
-        self.queue.popleft()
+        self.queue.popleft().release()
         if self._upgrade is not None:  # answered without taking the connection over
             leftover, self._upgrade = bytes(self._upgrade), None
             self.parser = RequestParser(self, self.state.limits.max_header_size)
@@ -251,7 +289,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self._close()
 
     def _keep_alive(self, start_line: httputil.RequestStartLine, headers: Any) -> bool:
-        if self.state.draining:
+        if self.state.draining or self.state.no_keep_alive:
             return False
         connection = headers.get("Connection")
         if connection is not None:

@@ -46,6 +46,7 @@ class FastHTTPServer:
         chunk_size: int | None = None,
         protocol: str | None = None,
         trusted_downstream: list[str] | None = None,
+        no_keep_alive: bool = False,
     ) -> None:
         limits = Limits(
             max_header_size=max_header_size or DEFAULT_MAX_HEADER_SIZE,
@@ -55,7 +56,12 @@ class FastHTTPServer:
             chunk_size=chunk_size or 65536,
         )
         self.state = ServerState(
-            app, limits, proxy_trust, decompress_request, tuple(trusted_downstream or ())
+            app,
+            limits,
+            proxy_trust,
+            decompress_request,
+            tuple(trusted_downstream or ()),
+            no_keep_alive,
         )
         self.ssl_context = ssl_context
         self.scheme = protocol or ("https" if ssl_context is not None else "http")

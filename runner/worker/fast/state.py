@@ -37,6 +37,8 @@ class ServerState:
     decompress: bool = False
     trusted_downstream: tuple[str, ...] = ()
     """Proxies skipped in X-Forwarded-For (Tornado's `trusted_downstream`)."""
+    no_keep_alive: bool = False
+    """Close every connection after one request (Tornado's `no_keep_alive`)."""
     draining: bool = False
     """Set by the drain: every request read from now on is answered with Connection: close."""
     requests: int = 0
