@@ -9,15 +9,16 @@ import os
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import tornado.test
 import tornado.web
 import tornado.websocket
+import uvloop
 from tornado import httputil
 from tornado.concurrent import Future
 from tornado.iostream import StreamBufferFullError, StreamClosedError
@@ -39,8 +40,7 @@ class HeadProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -105,8 +105,25 @@ async def until(done: Callable[[], bool]) -> None:
     raise AssertionError("condition not reached in 5 s")
 
 
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,  # the worker's loop where installed (--loop auto)
+}
+_loop_factory = asyncio.new_event_loop
+
+
+@pytest.fixture(autouse=True, params=list(LOOPS))
+def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test runs on asyncio's loop and on uvloop (whose transports differ)."""
+    global _loop_factory
+    _loop_factory = LOOPS[request.param]
+    yield
+    _loop_factory = asyncio.new_event_loop
+
+
 def run(main: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(main(), 15))
+    with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        runner.run(asyncio.wait_for(main(), 15))
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])

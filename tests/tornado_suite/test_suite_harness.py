@@ -4,6 +4,7 @@ documented."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import unittest
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 import tornado
 import tornado.testing
 import tornado.web
+import uvloop
 from tornado.httpserver import HTTPServer
 from tornado_suite_support import (
     DEVIATIONS,
@@ -43,6 +45,7 @@ class ServerSeen(tornado.testing.AsyncHTTPTestCase):
         return tornado.web.Application([("/", Hello)])
 
     def test_record(self) -> None:
+        self.seen.append(type(self.io_loop.asyncio_loop))  # type: ignore[attr-defined]
         self.seen.append(type(self.http_server))
         listened = tornado.web.Application([]).listen(0, address="127.0.0.1")
         self.seen.append(type(listened))
@@ -64,7 +67,10 @@ def test_every_server_a_tornado_test_builds_is_the_kinds_server(kind: str) -> No
     result = unittest.TestResult()
     unittest.defaultTestLoader.loadTestsFromTestCase(case).run(result)
     assert result.wasSuccessful(), result.errors + result.failures
-    assert ServerSeen.seen == [server, server]
+    loop, *servers = ServerSeen.seen
+    assert servers == [server, server]
+    assert loop.__module__.startswith("uvloop" if "uvloop" in kind else "asyncio")
+    assert not isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
     assert HTTPServer.configured_class() is HTTPServer  # restored after the test
 
 

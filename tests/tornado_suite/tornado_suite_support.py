@@ -13,6 +13,7 @@ docs/fast-http-deviations.md, which a test keeps in step with the list).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import socket
@@ -96,21 +97,32 @@ def fast_server() -> type[HTTPServer]:
 
 @dataclass(frozen=True)
 class Kind:
-    """A server kind: its name and the `HTTPServer` subclass the tests get."""
+    """A server kind: its name, the `HTTPServer` subclass the tests get and the event loop
+    they run on."""
 
     name: str
     server: Callable[[], type[HTTPServer]]
     """Returns the class; raises ImportError (the kind is skipped) where unavailable."""
+    loop_policy: Callable[[], asyncio.AbstractEventLoopPolicy] | None = None
+    """The event loop policy for the test (None: asyncio's own loop)."""
+
+
+def uvloop_policy() -> asyncio.AbstractEventLoopPolicy:
+    """uvloop's, the worker's loop where installed (`--loop auto`)."""
+    import uvloop
+
+    return uvloop.EventLoopPolicy()
 
 
 KINDS = {
     "tornado": Kind("tornado", lambda: TornadoKindServer),
     "fast": Kind("fast", fast_server),
+    "fast_uvloop": Kind("fast_uvloop", fast_server, uvloop_policy),
 }
 
 
-def _each(kind: str, cls: str, tests: str, reason: str) -> dict[str, str]:
-    return {f"{kind}.{cls}::{test}": reason for test in tests.split()}
+def _each(kinds: str, cls: str, tests: str, reason: str) -> dict[str, str]:
+    return {f"{kind}.{cls}::{test}": reason for kind in kinds.split() for test in tests.split()}
 
 
 DEVIATIONS: dict[str, str] = {}
@@ -128,13 +140,13 @@ _GZIP_DELEGATE = (
 )
 OLDER_TORNADO_DEVIATIONS: dict[str, str] = {
     **_each(
-        "fast",
+        "fast fast_uvloop",
         "httpserver_test.GzipTest",
         "test_gzip test_gzip_case_insensitive test_uncompressed",
         _GZIP_DELEGATE,
     ),
     **_each(
-        "fast",
+        "fast fast_uvloop",
         "httpserver_test.StreamingChunkSizeTest",
         "test_regular_body test_compressed_body test_chunked_body test_chunked_compressed",
         _GZIP_DELEGATE,
@@ -143,7 +155,7 @@ OLDER_TORNADO_DEVIATIONS: dict[str, str] = {
         entry: _GZIP_DELEGATE
         for cls in ("Native", "Decorated")
         for entry in _each(
-            "fast",
+            "fast fast_uvloop",
             f"web_test.{cls}StreamingRequestFlowControlTest",
             "test_flow_control_fixed_body test_flow_control_chunked_body "
             "test_flow_control_compressed_body",
@@ -183,8 +195,12 @@ def substituted(case: type[unittest.TestCase], kind: Kind) -> type[unittest.Test
     def setUp(self: unittest.TestCase) -> None:
         try:
             server = kind.server()
+            policy = kind.loop_policy() if kind.loop_policy is not None else None
         except ImportError as exc:
-            raise unittest.SkipTest(f"{kind.name} server unavailable: {exc}") from exc
+            raise unittest.SkipTest(f"{kind.name} unavailable: {exc}") from exc
+        if policy is not None:
+            self.addCleanup(asyncio.set_event_loop_policy, asyncio.get_event_loop_policy())
+            asyncio.set_event_loop_policy(policy)
         previous = HTTPServer.configured_class()
         HTTPServer.configure(server)
         self.addCleanup(HTTPServer.configure, previous)
