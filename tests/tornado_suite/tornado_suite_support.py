@@ -136,7 +136,7 @@ tests are looser, some classes differ), so there the entries are lenient and the
 
 _GZIP_DELEGATE = (
     "decompress_request=True: the fast server builds Tornado's private _GzipMessageDelegate "
-    "with Tornado 6.6's three arguments; Tornado 6.3's takes two (TypeError per request)"
+    "with Tornado 6.6's three arguments; before 6.6 it takes two (TypeError per request)"
 )
 OLDER_TORNADO_DEVIATIONS: dict[str, str] = {
     **_each(
