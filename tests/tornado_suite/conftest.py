@@ -12,7 +12,7 @@ import pytest
 from tornado_suite_support import deviation, uses_subtests
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="module")
 def quiet_access_log() -> Iterator[None]:
     """As tornado.test.runtests: access lines would count as unexpected logs."""
     logger = logging.getLogger("tornado.access")
