@@ -288,3 +288,31 @@ def test_served_requests_leave_no_reference_cycles_for_the_gc() -> None:
                 gc.enable()
 
     run(main)
+
+
+def test_body_pieces_are_at_most_chunk_size_and_tiny_chunks_are_joined() -> None:
+    sizes: list[list[int]] = []
+
+    @tornado.web.stream_request_body
+    class Sizes(tornado.web.RequestHandler):
+        def prepare(self) -> None:
+            sizes.append([])
+
+        def data_received(self, chunk: bytes) -> None:
+            sizes[-1].append(len(chunk))
+
+        def post(self) -> None:
+            self.write("ok")
+
+    async def main() -> None:
+        app = tornado.web.Application([("/", Sizes)])
+        async with serving(app, chunk_size=16) as served:
+            raw = await served.connect()
+            raw.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n" + b"x" * 50)
+            await raw.response()
+            tiny = b"1\r\na\r\n" * 10 + b"0\r\n\r\n"
+            raw.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + tiny)
+            await raw.response()
+        assert sizes == [[16, 16, 16, 2], [10]]
+
+    run(main)

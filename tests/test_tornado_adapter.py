@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from typing import ClassVar
 
 import pytest
+import tornado
+import tornado.httputil
 import tornado.web
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.netutil import bind_sockets
@@ -268,3 +270,17 @@ def test_gzip_delegate_decodes_gzip_bodies_for_the_wrapped_delegate() -> None:
     delegate.finish()
     assert inner.body == b"plain text"
     assert inner.headers is not None and "Content-Encoding" not in inner.headers
+
+
+def test_checked_headers_fills_httpheaders_like_add_does() -> None:
+    pairs = [("content-TYPE", "text/plain"), ("X-Multi", "a"), ("x-multi", "b"), ("Host", "h")]
+    built = adapter.checked_headers(pairs)
+    assert isinstance(built._as_list, dict)
+    if tornado.version_info >= (6, 5):  # older releases have no cache and take the public path
+        assert isinstance(built._combined_cache, dict)
+    reference = tornado.httputil.HTTPHeaders()
+    for name, value in pairs:
+        reference.add(name, value)
+    assert list(built.get_all()) == list(reference.get_all())
+    assert built["Content-Type"] == "text/plain" and built["X-Multi"] == "a,b"
+    assert built.get_list("x-multi") == ["a", "b"]

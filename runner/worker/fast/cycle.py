@@ -72,11 +72,16 @@ class RequestCycle:
         state = self.state
         state.requests += 1
         request.started = True
-        if state.is_delegate:
-            app: Any = state.app
-            delegate = app.start_request(self, request)
-        else:
-            delegate = tornado.callable_delegate(state.app, request)  # type: ignore[arg-type]
+        try:
+            if state.is_delegate:
+                app: Any = state.app
+                delegate = app.start_request(self, request)
+            else:
+                delegate = tornado.callable_delegate(state.app, request)  # type: ignore[arg-type]
+        except Exception:
+            app_log.error("Uncaught exception", exc_info=True)
+            self._close()
+            return
         if state.decompress:
             limits = state.limits
             delegate = tornado.gzip_delegate(delegate, limits.chunk_size, request.max_body_size)
@@ -96,24 +101,22 @@ class RequestCycle:
         if request.detached or self.closed:
             return
         assert self.transport is not None
-        if request.headers.get("Expect") == "100-continue" and not request.write_finished:
+        headers = request.headers  # `in` first: HTTPHeaders.get is a slow Mapping method
+        if (
+            "Expect" in headers
+            and headers["Expect"] == "100-continue"
+            and not request.write_finished
+        ):
             self.transport.write(_CONTINUE)
-        length = request.headers.get("Content-Length")
-        if length is not None and int(length) > request.max_body_size:
+        if "Content-Length" in headers and int(headers["Content-Length"]) > request.max_body_size:
             self._answer_error(BadRequest("Content-Length too long"))
             return
         if not request.complete:
             self.deadline = time.monotonic() + request.body_timeout
 
     def _deliver(self, request: RequestConnection) -> None:
-        body = request.body
-        data = body[0] if len(body) == 1 else b"".join(body)
-        body.clear()
-        chunk_size = self.state.limits.chunk_size
-        if len(data) > chunk_size:  # the rest goes on the next turn of `_advance`
-            data, rest = data[:chunk_size], data[chunk_size:]
-            body.append(rest)
-        request.buffered = sum(map(len, body))
+        data = _next_piece(request.body, self.state.limits.chunk_size)
+        request.buffered -= len(data)
         request.body_size += len(data)
         if request.body_size > request.max_body_size:
             self._answer_error(BadRequest("chunked body too large"))
@@ -211,3 +214,21 @@ class RequestCycle:
         elif not request.write_finished and request.close_callback is not None:
             callback, request.close_callback = request.close_callback, None
             callback()
+
+
+def _next_piece(body: list[bytes], chunk_size: int) -> bytes:
+    """Take the next body piece to hand over: at most `chunk_size` bytes, small pieces
+    (say tiny chunks of a chunked body) joined, as Tornado's HTTP1Connection does."""
+    first = body[0]
+    if len(first) > chunk_size:  # split once; the rest waits in order
+        body[:1] = [first[i : i + chunk_size] for i in range(0, len(first), chunk_size)]
+        return body.pop(0)
+    count, total = 1, len(first)
+    while count < len(body) and total + len(body[count]) <= chunk_size:
+        total += len(body[count])
+        count += 1
+    if count == 1:
+        return body.pop(0)
+    data = b"".join(body[:count])
+    del body[:count]
+    return data

@@ -12,6 +12,8 @@ from typing import NoReturn, Protocol
 import httptools
 from tornado.httputil import HTTPHeaders, RequestStartLine
 
+from .. import tornado_adapter as tornado
+
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BARE_LF_ERROR = "Expected CRLF after version"
 """llhttp's error for a request line ended by a bare LF (its leniency covers headers only)."""
@@ -92,7 +94,8 @@ class RequestParser:
         """A request has begun and has not been read to its end."""
         self._parser = _new_parser(self)
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[str, str]] = []
+        self._header_size = 0
         self._header_bytes = 0
         self._headers_done = False
         self._completed = False
@@ -183,32 +186,28 @@ class RequestParser:
         self.in_message = True
         self._url = b""
         self._headers = []
+        self._header_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        # llhttp drops the whitespace before a value, not after it; Tornado drops both.
+        self._headers.append((name.decode("latin1"), value.decode("latin1").rstrip(" \t")))
+        self._header_size += len(name) + len(value) + _LINE_OVERHEAD
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
-        size = len(self._url) + self._header_bytes_of(self._headers)
+        size = len(self._url) + self._header_size
         self._header_bytes = 0
         if size > self.max_header_size:
             self._fail(BadRequest("request headers too large", 431))
         version = _VERSIONS.get(self._parser.get_http_version())
         if version is None:
             self._fail(BadRequest(_BAD_LINE))
-        headers = HTTPHeaders()
-        for raw_name, raw_value in self._headers:
-            name = raw_name.decode("latin1")
-            value = raw_value.decode("latin1")
-            if name in headers:
-                headers.add(name, value)
-            else:
-                headers[name] = value
-        encoding = headers.get("Transfer-Encoding")
-        if encoding is not None and encoding.lower() != "chunked":
+        headers = tornado.checked_headers(self._headers)  # llhttp checked every character
+        if "Transfer-Encoding" in headers and headers["Transfer-Encoding"].lower() != "chunked":
+            encoding = headers["Transfer-Encoding"]
             self._fail(BadRequest(f"Unsupported Transfer-Encoding {encoding}"))
         method = self._method_override or self._method()
         self._method_override = None
@@ -237,9 +236,3 @@ class RequestParser:
         """Stop llhttp from a callback; `feed` raises `error`."""
         self._error = error
         raise error
-
-    @staticmethod
-    def _header_bytes_of(headers: list[tuple[bytes, bytes]]) -> int:
-        return sum(len(name) + len(value) for name, value in headers) + _LINE_OVERHEAD * len(
-            headers
-        )

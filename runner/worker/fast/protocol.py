@@ -291,9 +291,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
     def _keep_alive(self, start_line: httputil.RequestStartLine, headers: Any) -> bool:
         if self.state.draining or self.state.no_keep_alive:
             return False
-        connection = headers.get("Connection")
-        if connection is not None:
-            connection = connection.lower()
+        connection = headers["Connection"].lower() if "Connection" in headers else None
         if start_line.version == "HTTP/1.1":
             return bool(connection != "close")
         if (

@@ -44,10 +44,11 @@ class ServerState:
     requests: int = 0
     connections: set[ClientConnection] = field(default_factory=set)
     _ready: asyncio.Future[None] | None = None
+    is_delegate: bool = field(init=False)
+    """`app` is an HTTPServerConnectionDelegate (else a plain `callback(request)`)."""
 
-    @property
-    def is_delegate(self) -> bool:
-        return isinstance(self.app, HTTPServerConnectionDelegate)
+    def __post_init__(self) -> None:
+        self.is_delegate = isinstance(self.app, HTTPServerConnectionDelegate)
 
     def ready(self) -> asyncio.Future[None]:
         """A resolved future, returned by writes while the transport takes more data (one
