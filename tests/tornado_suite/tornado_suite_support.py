@@ -6,9 +6,10 @@ Every `HTTPServer(...)` those tests build (through `AsyncHTTPTestCase.get_http_s
 Each test class of each module is re-declared once per server kind with a `setUp` that does
 that, so pytest collects `<kind>.<module>.<Class>::<test>`.
 
-A test that cannot pass on a kind is listed in `DEVIATIONS` with its reason; it runs as a
-strict xfail, so a fix shows up as a failure to remove it from the list (and from
-docs/fast-http-deviations.md, which a test keeps in step with the list).
+A test that cannot pass on a kind is listed in `DEVIATIONS` with its reason; on the Tornado
+release the list is made for it runs as a strict xfail, so a fix shows up as a failure to
+remove it from the list (and from docs/fast-http-deviations.md, which a test keeps in step
+with the list).
 """
 
 from __future__ import annotations
