@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -314,5 +315,22 @@ def test_body_pieces_are_at_most_chunk_size_and_tiny_chunks_are_joined() -> None
             raw.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + tiny)
             await raw.response()
         assert sizes == [[16, 16, 16, 2], [10]]
+
+    run(main)
+
+
+def test_drain_half_closes_a_connection_still_queued_when_it_starts() -> None:
+    async def main() -> None:
+        async with serving(application()) as served:
+            queued = socket.create_connection(("127.0.0.1", served.port))  # loop not yet told
+            queued.settimeout(5)
+            try:
+                started = time.monotonic()
+                drain = asyncio.ensure_future(served.server.drain(10))
+                assert await asyncio.to_thread(queued.recv, 1) == b""  # FIN of the half-close
+            finally:
+                queued.close()
+            assert await drain == 0
+            assert time.monotonic() - started < 5  # not left open until the 10 s deadline
 
     run(main)

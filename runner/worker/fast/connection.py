@@ -57,6 +57,26 @@ class RequestConnection(httputil.HTTPConnection):
     """One request and its response; `context` gives `HTTPServerRequest` the peer's
     remote_ip and protocol."""
 
+    # The state flags start as class attributes: an instance stores only those that change
+    # (one request object is made per request, so its construction is on the hot path).
+    delegate: HTTPMessageDelegate | None = None
+    close_callback: Callable[[], None] | None = None
+    # Reading, filled in by the client connection as the parser goes.
+    buffered = 0
+    body_size = 0
+    complete = False
+    started = False
+    headers_done = False
+    waiting = False  # on a future a delegate method returned
+    read_finished = False
+    delegate_done = False  # delegate.finish() returned
+    # Writing.
+    headers_written = False
+    write_finished = False
+    chunking = False
+    remaining: int | None = None
+    detached = False
+
     def __init__(
         self,
         owner: ConnectionOwner,
@@ -74,24 +94,7 @@ class RequestConnection(httputil.HTTPConnection):
         self.disconnect_on_finish = not keep_alive
         self.max_body_size = max_body_size
         self.body_timeout = body_timeout
-        self.delegate: HTTPMessageDelegate | None = None
-        self.close_callback: Callable[[], None] | None = None
-        # Reading: filled by the client connection as the parser goes.
         self.body: list[bytes] = []
-        self.buffered = 0
-        self.body_size = 0
-        self.complete = False
-        self.waiting = False  # on a future a delegate method returned
-        self.delegate_done = False  # delegate.finish() returned
-        self.started = False
-        self.headers_done = False
-        self.read_finished = False
-        # Writing.
-        self.headers_written = False
-        self.write_finished = False
-        self.chunking = False
-        self.remaining: int | None = None
-        self.detached = False
 
     # httputil.HTTPConnection
 

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -25,6 +26,8 @@ from .timeouts import TimeoutSweep, sweep_interval
 log = logging.getLogger("tornado_run.fast")
 
 DEFAULT_MAX_HEADER_SIZE = 64 << 10
+SETUP_WAIT = 5.0
+"""Longest a drain waits for accepted sockets to become connections before it starts."""
 
 
 class FastHTTPServer:
@@ -66,6 +69,7 @@ class FastHTTPServer:
         self.ssl_context = ssl_context
         self.scheme = protocol or ("https" if ssl_context is not None else "http")
         self.acceptor = AcceptLoop(self.accepted)
+        self._setting_up: set[asyncio.Task[Any]] = set()
         self.sweep = TimeoutSweep(
             self.state.connections,  # type: ignore[arg-type]
             sweep_interval(idle_connection_timeout, body_timeout),
@@ -104,7 +108,10 @@ class FastHTTPServer:
         loop = current_loop()
         factory = partial(ClientConnection, self.state, address, self.scheme)
         coro = loop.connect_accepted_socket(factory, sock, ssl=self.ssl_context)
-        loop.create_task(coro).add_done_callback(partial(_connected, sock))
+        task = loop.create_task(coro)
+        self._setting_up.add(task)
+        task.add_done_callback(self._setting_up.discard)
+        task.add_done_callback(partial(_connected, sock))
         self.sweep.start()
 
     def stop(self) -> None:
@@ -115,9 +122,13 @@ class FastHTTPServer:
         """Stop accepting, let in-flight requests finish (answered with `Connection:
         close`), half-close idle keep-alive connections and wait up to `timeout` seconds
         for every connection to end. Returns how many had to be closed at the deadline."""
+        deadline = time.monotonic() + timeout
         self.acceptor.stop(accept_queued=True)
+        if self._setting_up:  # accepted, not yet connections (a TLS handshake, say)
+            await asyncio.wait(set(self._setting_up), timeout=min(timeout, SETUP_WAIT))
         try:
-            return await drain_connections(self.state, timeout, on_progress)
+            remaining = max(0.0, deadline - time.monotonic())
+            return await drain_connections(self.state, remaining, on_progress)
         finally:
             self.sweep.stop()
 
