@@ -22,6 +22,7 @@ from .connection import RequestConnection
 from .cycle import RequestCycle
 from .parsing import BadRequest, RequestParser
 from .state import ServerState
+from .stream import TransportStream
 from .streamview import StreamView
 
 READ_PAUSE_BYTES = 1 << 20
@@ -214,10 +215,6 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             self.transport.abort()
 
     def detach(self, request: RequestConnection) -> Any:
-        try:
-            from .stream import TransportStream  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise NotImplementedError("detach() needs runner.worker.fast.stream") from None
         assert self.transport is not None
         request.detached = True
         leftover = bytes(self._upgrade) if self._upgrade is not None else b"".join(request.body)
