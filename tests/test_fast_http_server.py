@@ -29,7 +29,7 @@ def _server_kind(server: Server) -> str:
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [
-        pytest.param((), {}, "tornado", id="default"),
+        pytest.param((), {}, "fast", id="default-auto-with-httptools"),
         pytest.param(("--http", "fast"), {}, "fast", id="option"),
         pytest.param((), {"TORNADO_RUN_HTTP": "fast"}, "fast", id="environment"),
         pytest.param(("--http", "auto"), {}, "fast", id="auto-with-httptools"),

@@ -79,7 +79,7 @@ class Settings:
         "auto", p.choice(p.LOOPS), "event loop (auto: uvloop if found)", "|".join(p.LOOPS)
     )
     http: str = option(
-        "tornado",
+        "auto",
         p.choice(p.HTTP_SERVERS),
         "HTTP/1.1 server: fast (httptools), tornado (Tornado's HTTPServer), "
         "auto (fast if httptools imports)",

@@ -41,6 +41,10 @@ BURST = 128
 """Most connections accepted per readable event, so a flood cannot starve the loop."""
 CAP_LOG_INTERVAL = 60.0
 SETTLE = 0.05
+EPISODE_QUIET = 1.0
+"""Seconds of accepting with no resource error that end an out-of-resources episode: at the
+limit accepts succeed and fail by turns (a burst of queued connections takes the descriptors
+that closing ones just gave back), and that is one episode with one closing line."""
 """Seconds a sink gets to count the connections just handed to it."""
 
 
@@ -83,6 +87,8 @@ class Acceptor:
         self._cap_logged = (0.0, 0)  # when, cap_hits then
         self._floor = 0  # connections handed over, not necessarily counted by the sink yet
         self._settle_timer: asyncio.TimerHandle | None = None
+        self._quiet_timer: asyncio.TimerHandle | None = None
+        self._recovered = 0.0  # when accepting first worked again in this episode
 
     def start(self) -> None:
         """Start accepting (on the running loop)."""
@@ -231,6 +237,9 @@ class Acceptor:
     def _out_of_resources(self, exc: OSError) -> None:
         self._pause()
         self.refused += 1
+        if self._quiet_timer is not None:  # the same episode goes on
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         if not self._backoff:
             self.resource_episodes += 1
@@ -253,14 +262,20 @@ class Acceptor:
         self._timer = self._loop.call_later(self._backoff, self._resume)
 
     def _end_episode(self) -> None:
-        if not self._backoff:
+        """Accepting worked: the episode ends once it keeps working for `EPISODE_QUIET`."""
+        if not self._backoff or self._quiet_timer is not None or self._loop is None:
             return
+        self._recovered = time.monotonic()
+        self._quiet_timer = self._loop.call_later(EPISODE_QUIET, self._close_episode)
+
+    def _close_episode(self) -> None:
+        self._quiet_timer = None
         started, refused_before, name = self._episode
         self._backoff = 0.0
         log.warning(
             "accept (pid %d): accepting again after %.1fs; %d attempts refused (%s)",
             os.getpid(),
-            time.monotonic() - started,
+            self._recovered - started,
             self.refused - refused_before,
             name,
         )

@@ -11,15 +11,34 @@ from collections.abc import Iterator
 import pytest
 from tornado_suite_support import deviation, uses_subtests
 
+TORNADO_LOGGERS = ("tornado", "tornado.general", "tornado.application", "tornado.access")
+
 
 @pytest.fixture(autouse=True, scope="module")
-def quiet_access_log() -> Iterator[None]:
-    """As tornado.test.runtests: access lines would count as unexpected logs."""
-    logger = logging.getLogger("tornado.access")
-    previous = logger.level
-    logger.setLevel(logging.CRITICAL)
+def tornado_test_logging() -> Iterator[None]:
+    """Logging as tornado.test.runtests sets it up, whatever earlier tests in this process
+    left behind (a root level above WARNING from an in-process `--log-level`, a worker's
+    filter for TLS client errors): Tornado's tests expect their warnings to be emitted. The
+    access log is off, as there: access lines would count as unexpected logs."""
+    root = logging.getLogger()
+    loggers = [logging.getLogger(name) for name in TORNADO_LOGGERS]
+    saved = [(lg.level, list(lg.filters), lg.disabled, lg.propagate) for lg in [root, *loggers]]
+    disabled_below = logging.root.manager.disable
+    logging.disable(logging.NOTSET)
+    root.setLevel(logging.INFO)
+    for logger in loggers:
+        logger.setLevel(logging.NOTSET)
+        logger.filters.clear()
+        logger.disabled = False
+        logger.propagate = True
+    logging.getLogger("tornado.access").setLevel(logging.CRITICAL)
     yield
-    logger.setLevel(previous)
+    logging.disable(disabled_below)
+    for logger, (level, filters, disabled, propagate) in zip([root, *loggers], saved, strict=True):
+        logger.setLevel(level)
+        logger.filters[:] = filters
+        logger.disabled = disabled
+        logger.propagate = propagate
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
