@@ -1,4 +1,4 @@
-"""Measure connection spread and failed requests, shared socket vs --reuse-port (issue 5).
+"""Measure connection spread and failed requests, shared socket vs --reuse-port.
 
     .venv/bin/python tests/supervision_measure.py [--trials 5]
     .venv/bin/python tests/supervision_measure.py --what wrk-hups    # needs Debian's wrk

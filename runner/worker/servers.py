@@ -58,31 +58,20 @@ def build_server(settings: Settings, app: HTTPServerConnectionDelegate) -> Worke
     """The server the settings ask for (`--http`), serving `app` (over TLS with --certfile:
     the files are read now). Raises `tls.TLSBootError` when they cannot be used."""
     s = settings
-    trust = ProxyTrust(s.forwarded_allow_ips) if s.proxy_headers else None
     context = tls.server_context(s)
     if context is not None:
         tls.quiet_connection_errors()
+    common = {
+        "proxy_trust": ProxyTrust(s.forwarded_allow_ips) if s.proxy_headers else None,
+        "idle_connection_timeout": s.idle_timeout,
+        "body_timeout": s.body_timeout,
+        "max_body_size": s.max_body_size,
+        "max_header_size": s.max_header_size,
+        "max_connections": s.max_connections,
+    }  # the same keyword names on both servers
     if s.http == "fast" or (s.http == "auto" and fast_available()):
         from .fast.server import FastHTTPServer
 
-        return FastHTTPServer(
-            app,
-            ssl_context=context,
-            proxy_trust=trust,
-            idle_connection_timeout=s.idle_timeout,
-            body_timeout=s.body_timeout,
-            max_body_size=s.max_body_size,
-            max_header_size=s.max_header_size,
-            max_connections=s.max_connections,
-        )
-    return DrainingHTTPServer(
-        app,
-        ssl_options=context,
-        proxy_trust=trust,
-        idle_connection_timeout=s.idle_timeout,
-        body_timeout=s.body_timeout,
-        max_body_size=s.max_body_size,
-        max_header_size=s.max_header_size,
-        max_buffer_size=max(s.max_body_size, s.max_header_size, 1 << 20),
-        max_connections=s.max_connections,
-    )
+        return FastHTTPServer(app, ssl_context=context, **common)  # type: ignore[arg-type]
+    buffer = max(s.max_body_size, s.max_header_size, 1 << 20)
+    return DrainingHTTPServer(app, ssl_options=context, max_buffer_size=buffer, **common)
