@@ -19,6 +19,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from tornado_run.runner import lifecycle
 from tornado_run.runner.control.channel import STOP_REPLACED, STOP_SERVER, STOP_UNKNOWN
 from tornado_run.runner.worker import websockets
+from tornado_run.runner.worker.fast.server import FastHTTPServer
 from tornado_run.runner.worker.httpserver import DrainingHTTPServer
 from tornado_run.runner.worker.websockets import WebSocketRegistry, close_code_for
 
@@ -69,13 +70,18 @@ def registry() -> Iterator[WebSocketRegistry]:
 
 
 @asynccontextmanager
-async def serving(close_every_response: bool = False) -> AsyncIterator[int]:
+async def serving(close_every_response: bool = False, kind: str = "tornado") -> AsyncIterator[int]:
     app = tornado.web.Application(
         [("/ws", Echo), ("/polite", Polite), ("/plain", Plain), ("/stubborn", Stubborn)]
     )
     sockets = bind_sockets(0, "127.0.0.1")
-    server = DrainingHTTPServer(app)
-    server.conn_params.no_keep_alive = close_every_response  # what a drain sets
+    server: DrainingHTTPServer | FastHTTPServer
+    if kind == "fast":
+        server = FastHTTPServer(app)
+        server.state.draining = close_every_response  # what a drain sets
+    else:
+        server = DrainingHTTPServer(app)
+        server.conn_params.no_keep_alive = close_every_response  # what a drain sets
     server.add_sockets(sockets)
     try:
         yield int(sockets[0].getsockname()[1])
@@ -127,11 +133,12 @@ def test_a_plain_get_on_a_websocket_route_is_not_counted(registry: WebSocketRegi
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("kind", ["tornado", "fast"])
 def test_an_upgrade_reaching_a_draining_server_still_opens(
-    registry: WebSocketRegistry,
+    registry: WebSocketRegistry, kind: str
 ) -> None:
     async def main() -> None:
-        async with serving(close_every_response=True) as port:
+        async with serving(close_every_response=True, kind=kind) as port:
             client = await connect(port)  # Tornado's client insists on Connection: Upgrade
             assert client.headers["Connection"].lower() == "upgrade"
             await until(lambda: registry.count == 1)

@@ -92,6 +92,7 @@ def write_json(path: Path, sections: list[Section], settings: dict[str, Any]) ->
 
 CHART_METRICS = {  # section key -> (figure, label) drawn as a bar per row
     "hello": ("req_per_cpu_s", "hello world, requests per server CPU-second"),
+    "http-hello": ("req_per_cpu_s", "HTTP layer, hello world: requests per server CPU-second"),
     "async": ("req_s", "async tasks, answered req/s (log)"),
     "forward": ("req_s", "forwarding, 2xx req/s"),
     "cpu": ("fraction", "/slow, fraction of the physical limit"),

@@ -117,7 +117,9 @@ class RequestConnection(httputil.HTTPConnection):
             and "Content-Length" not in headers
         )
         if request.version == "HTTP/1.1":
-            if self.disconnect_on_finish:
+            # A 101 keeps its `Connection: Upgrade` (a WebSocket client refuses the handshake
+            # without it); the connection leaves HTTP either way.
+            if self.disconnect_on_finish and code != 101:
                 headers["Connection"] = "close"
         elif self.headers.get("Connection", "").lower() == "keep-alive":
             headers["Connection"] = "Keep-Alive"
