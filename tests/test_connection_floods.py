@@ -94,10 +94,18 @@ def status_json(control: Path) -> dict[str, object]:
     return decoded
 
 
+HTTP_KINDS = pytest.mark.parametrize("http", ["fast", "tornado"])
+"""Both HTTP servers accept through the same Acceptor; the flood behaviours run on each."""
+
+
+@HTTP_KINDS
 def test_at_the_open_files_limit_the_worker_backs_off_and_keeps_serving(
-    launch: Callable[..., Server],
+    launch: Callable[..., Server], http: str
 ) -> None:
-    server = launch("hello:application", "--workers", "1", preexec_fn=open_files_limit(150, 150))
+    server = launch(
+        "hello:application", "--workers", "1", "--http", http,
+        preexec_fn=open_files_limit(150, 150),
+    )  # fmt: skip
     assert server.port is not None
     (worker,) = server.workers()
     log = server.log()
@@ -147,13 +155,14 @@ def test_the_soft_open_files_limit_is_raised_to_the_hard_limit_in_master_and_wor
     assert server.stop() == 0
 
 
+@HTTP_KINDS
 def test_past_max_connections_the_worker_stops_accepting_and_serves_the_queue_later(
-    launch: Callable[..., Server], tmp_path: Path
+    launch: Callable[..., Server], tmp_path: Path, http: str
 ) -> None:
     control = tmp_path / "ctl.sock"
     server = launch(
         "hello:application", "--workers", "1", "--max-connections", "50",
-        "--control", str(control),
+        "--control", str(control), "--http", http,
     )  # fmt: skip
     assert server.port is not None
     (worker,) = server.workers()

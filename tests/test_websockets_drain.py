@@ -74,11 +74,16 @@ async def closes(clients: list[Client]) -> list[int | None]:
     )
 
 
+HTTP_KINDS = pytest.mark.parametrize("http", ["fast", "tornado"])
+"""The core behaviours run on both HTTP servers (`--http auto` is the fast one)."""
+
+
+@HTTP_KINDS
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_stop_sends_going_away_to_every_websocket_and_exits_0_promptly(
-    launch: Callable[..., Server], signum: int
+    launch: Callable[..., Server], signum: int, http: str
 ) -> None:
-    server = launch(APP, "--workers", "2", *SLOW_DRAIN)
+    server = launch(APP, "--workers", "2", "--http", http, *SLOW_DRAIN)
 
     async def main() -> None:
         clients = await open_many(server, 6)
@@ -136,10 +141,11 @@ def read_to_end(sock: socket.socket) -> bytes:
     return received
 
 
+@HTTP_KINDS
 def test_hup_sends_service_restart_and_reconnects_reach_new_workers(
-    launch: Callable[..., Server],
+    launch: Callable[..., Server], http: str
 ) -> None:
-    server = launch(APP, "--workers", "2", *SLOW_DRAIN)
+    server = launch(APP, "--workers", "2", "--http", http, *SLOW_DRAIN)
     old = server.worker_pids()
 
     async def follow(client: Client, codes: list[int | None]) -> Client:
@@ -190,10 +196,11 @@ def test_last_words_reach_the_client_before_the_close_frame(
     assert server.stop() == 0
 
 
+@HTTP_KINDS
 def test_http_load_across_a_hup_loses_nothing_while_websockets_close(
-    launch: Callable[..., Server],
+    launch: Callable[..., Server], http: str
 ) -> None:
-    server = launch(APP, "--workers", "2", *SLOW_DRAIN)
+    server = launch(APP, "--workers", "2", "--http", http, *SLOW_DRAIN)
     assert server.port is not None
     old = server.worker_pids()
 
