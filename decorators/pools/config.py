@@ -5,7 +5,7 @@ and what is allowed (the runner turns it into exit code 2)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from tornado_run.runner.lifecycle import ConfigurationError
@@ -22,6 +22,19 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def reject_unknown(
+    name: str, kind: str, options: Mapping[str, Any], allowed: Collection[str]
+) -> None:
+    """Raise `ConfigurationError` for the first option that pools of `kind` do not take."""
+    for key, value in options.items():
+        if key not in allowed:
+            names = ", ".join(sorted({*TABLE_KEYS, *allowed}))
+            raise ConfigurationError(
+                f"pools.{name}.{key} = {value!r}: unknown setting for kind {kind!r} "
+                f"(allowed: {names})"
+            )
 
 
 def make_spec(
@@ -61,13 +74,8 @@ def make_spec(
         )
     allowed = BUILTIN_OPTIONS.get(kind)
     if allowed is not None:
+        reject_unknown(name, kind, options, allowed)
         for key, value in options.items():
-            if key not in allowed:
-                names = ", ".join(sorted({*TABLE_KEYS, *allowed}))
-                raise ConfigurationError(
-                    f"pools.{name}.{key} = {value!r}: unknown setting for kind {kind!r} "
-                    f"(allowed: {names})"
-                )
             if key == "cancel_running" and not isinstance(value, bool):
                 raise ConfigurationError(
                     f"pools.{name}.cancel_running = {value!r}: expected true or false"

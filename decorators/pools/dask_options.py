@@ -22,7 +22,7 @@ from typing import Any
 from tornado_run.runner.lifecycle import ConfigurationError
 
 from .api import PoolSpec
-from .config import TABLE_KEYS
+from .config import reject_unknown
 
 INSTALL_HINT = "pip install 'tornado-run[dask]'"
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -61,13 +61,7 @@ def check_spec(spec: PoolSpec) -> DaskOptions:
 
 def parse(name: str, options: Mapping[str, Any]) -> DaskOptions:
     """Check every dask option of pool `name` and return them as `DaskOptions`."""
-    for key, value in options.items():
-        if key not in OPTION_NAMES:
-            allowed = ", ".join(sorted({*OPTION_NAMES, *TABLE_KEYS}))
-            raise ConfigurationError(
-                f"pools.{name}.{key} = {value!r}: unknown setting for kind 'dask'"
-                f" (allowed: {allowed})"
-            )
+    reject_unknown(name, "dask", options, OPTION_NAMES)
     address = options.get("address")
     if not isinstance(address, str) or not address.startswith(_ADDRESS_SCHEMES):
         raise ConfigurationError(

@@ -69,6 +69,10 @@ class SlotView:
         return STATE_NAMES.get(self.state, "unknown")
 
 
+_HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(SlotView) if f.name != "stats")
+"""SlotView's fields in `_HEADER` order, between the sequence number and the blob length."""
+
+
 class Scoreboard:
     """`capacity` slots in shared memory; the master claims and frees slots."""
 
@@ -117,8 +121,7 @@ class Scoreboard:
         with contextlib.suppress(ValueError):
             decoded = json.loads(blob) if blob else {}
             stats = decoded if isinstance(decoded, dict) else {}
-        names = [f.name for f in dataclasses.fields(SlotView) if f.name != "stats"]
-        return SlotView(**dict(zip(names, fields[1:-1], strict=True)), stats=stats)
+        return SlotView(**dict(zip(_HEADER_FIELDS, fields[1:-1], strict=True)), stats=stats)
 
     def write(self, index: int, view: SlotView) -> None:
         """Write slot `index` (worker: its own slot; master: only to clear it)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from tornado.httputil import HTTPServerConnectionDelegate
 
@@ -54,6 +54,17 @@ def fast_available() -> bool:
     return True
 
 
+class _ServerOptions(TypedDict):
+    """The keyword arguments both server kinds take under the same names."""
+
+    proxy_trust: ProxyTrust | None
+    idle_connection_timeout: float
+    body_timeout: float
+    max_body_size: int
+    max_header_size: int
+    max_connections: int
+
+
 def build_server(settings: Settings, app: HTTPServerConnectionDelegate) -> WorkerServer:
     """The server the settings ask for (`--http`), serving `app` (over TLS with --certfile:
     the files are read now). Raises `tls.TLSBootError` when they cannot be used."""
@@ -61,17 +72,17 @@ def build_server(settings: Settings, app: HTTPServerConnectionDelegate) -> Worke
     context = tls.server_context(s)
     if context is not None:
         tls.quiet_connection_errors()
-    common = {
-        "proxy_trust": ProxyTrust(s.forwarded_allow_ips) if s.proxy_headers else None,
-        "idle_connection_timeout": s.idle_timeout,
-        "body_timeout": s.body_timeout,
-        "max_body_size": s.max_body_size,
-        "max_header_size": s.max_header_size,
-        "max_connections": s.max_connections,
-    }  # the same keyword names on both servers
+    common = _ServerOptions(
+        proxy_trust=ProxyTrust(s.forwarded_allow_ips) if s.proxy_headers else None,
+        idle_connection_timeout=s.idle_timeout,
+        body_timeout=s.body_timeout,
+        max_body_size=s.max_body_size,
+        max_header_size=s.max_header_size,
+        max_connections=s.max_connections,
+    )
     if s.http == "fast" or (s.http == "auto" and fast_available()):
         from .fast.server import FastHTTPServer
 
-        return FastHTTPServer(app, ssl_context=context, **common)  # type: ignore[arg-type]
+        return FastHTTPServer(app, ssl_context=context, **common)
     buffer = max(s.max_body_size, s.max_header_size, 1 << 20)
     return DrainingHTTPServer(app, ssl_options=context, max_buffer_size=buffer, **common)
