@@ -18,8 +18,10 @@ from .httpserver import DrainingHTTPServer, ProxyTrust
 class WorkerServer(Protocol):
     """An HTTP server on the worker's inherited sockets that counts requests and drains."""
 
-    requests: int
-    """Requests started since the worker began serving."""
+    @property
+    def requests(self) -> int:
+        """Requests started since the worker began serving."""
+        ...
 
     @property
     def connection_count(self) -> int:

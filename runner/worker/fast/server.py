@@ -83,10 +83,6 @@ class FastHTTPServer:
         """Requests started since the server began serving."""
         return self.state.requests
 
-    @requests.setter
-    def requests(self, value: int) -> None:
-        self.state.requests = value
-
     @property
     def connection_count(self) -> int:
         """Open HTTP connections (a detached WebSocket connection is no longer one)."""
