@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import importlib
 import logging
 import os
@@ -14,15 +15,19 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from . import __version__, lifecycle
+from . import lifecycle
+from .appcheck import check_app_loads
 from .cpus import usable_cores
 from .errors import EXIT_OK, EXIT_USAGE, RunnerError, UsageError, format_error
 from .logsetup import setup_logging
 from .master import pidfile
 from .master.limits import raise_open_files_limit
+from .proctitle import set_title
 from .settings.loading import load_settings
-from .settings.options import OPTIONS, Settings
+from .settings.options import OPTIONS, Option, Settings
+from .settings.reference import default_text
 from .sockets.binding import bind_all, close_all, describe, remove_unix_files, systemd_sockets
+from .versions import version_text
 from .worker import tls
 from .worker.appload import load_application
 from .worker.loops import loop_factory
@@ -60,8 +65,31 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see tornado-run --help)")
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: print tornado-run's version and those of what it serves with, then exit."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print versions and exit")
+
+    def __call__(self, *args: object, **kwargs: object) -> NoReturn:
+        print(version_text())
+        raise SystemExit(EXIT_OK)
+
+
+def _help(option: Option) -> str:
+    """The option's help with its default, escaped for argparse's %-formatting."""
+    default = default_text(option)
+    text = option.help
+    if "(default" not in text:
+        if default == "0 (off)":
+            text = text.replace(" (0: off)", "")
+        text = f"{text} (default: {default})"
+    return text.replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser; every option defaults to None (= not given)."""
+    """The command-line parser; every option defaults to None (= not given), and its help
+    shows the real default."""
     parser = _Parser(
         prog="tornado-run",
         description="Run a Tornado application under a supervising pre-fork master.",
@@ -71,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "app", nargs="?", metavar="MODULE:ATTR", help="the application, e.g. myapp:application"
     )
-    parser.add_argument("--version", action="version", version=f"tornado-run {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument(
         "--config", metavar="FILE", help="TOML file with [server], [pools], [logging] tables"
     )
@@ -81,28 +109,56 @@ def build_parser() -> argparse.ArgumentParser:
     for option in OPTIONS:
         if option.is_flag and option.name.startswith("no_"):
             parser.add_argument(
-                option.flag, dest=option.name, action="store_const", const=True, help=option.help
+                *option.flags,
+                dest=option.name,
+                action="store_const",
+                const=True,
+                help=_help(option),
             )
         elif option.is_flag:
             parser.add_argument(
-                option.flag,
+                *option.flags,
                 dest=option.name,
                 action=argparse.BooleanOptionalAction,
-                help=option.help,
-            )
-        elif option.repeatable:
-            parser.add_argument(
-                option.flag,
-                dest=option.name,
-                action="append",
-                metavar=option.metavar,
-                help=option.help,
+                help=_help(option),
             )
         else:
             parser.add_argument(
-                option.flag, dest=option.name, metavar=option.metavar, help=option.help
+                *option.flags,
+                dest=option.name,
+                action="append" if option.repeatable else "store",
+                metavar=option.metavar,
+                help=_help(option),
             )
     return parser
+
+
+def reject_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Raise `UsageError` for the first option that is not one of the parser's (nor an
+    abbreviation of one), naming the closest match; argparse alone would report the wrong
+    word when an unknown option's value is taken as the app."""
+    known = [name for action in parser._actions for name in action.option_strings]
+    for arg in argv:
+        if arg == "--":
+            return
+        if not arg.startswith("-") or arg == "-" or _is_number(arg):
+            continue
+        name = arg.split("=", 1)[0]
+        if name in known or (name.startswith("--") and any(k.startswith(name) for k in known)):
+            continue
+        if not name.startswith("--") and len(name) > 2 and name[:2] in known:
+            continue  # -w4: a short option with its value attached
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unrecognized option {name}{hint} (see tornado-run --help)")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         if args and args[0] in SUBCOMMANDS:
             return _subcommand(args[0], args[1:])
         settings = parse_settings(args)
-        setup_logging(settings.log_level, settings.access_log, settings.logging)
+        setup_logging(
+            settings.log_level,
+            settings.access_log
+            or settings.access_log_format is not None
+            or settings.access_log_json,
+            settings.logging,
+            raw_access=settings.access_log_format is not None or settings.access_log_json,
+        )
         return start(settings)
     except RunnerError as exc:
         sys.stderr.write(format_error(str(exc)))
@@ -123,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_settings(argv: list[str]) -> Settings:
     """Settings from the command line, environment and config file; `UsageError` if invalid."""
-    namespace = build_parser().parse_args(argv)
+    parser = build_parser()
+    reject_unknown_options(parser, argv)
+    namespace = parser.parse_args(argv)
     if not namespace.app:
         raise UsageError("missing the application: tornado-run MODULE:ATTR, e.g. myapp:application")
     cli = {option.name: getattr(namespace, option.name) for option in OPTIONS}
@@ -162,7 +227,9 @@ def start(settings: Settings) -> int:
 
         if settings.preload:
             preload(settings)
+        check_app_loads(settings)
         _import_what_workers_share(settings)
+        set_title(f"master [{settings.app}]")
         master = Master(settings, sockets, workers)
         master.open_services()
         warn_unreadable_paths(settings)
@@ -204,6 +271,7 @@ def _check(settings: Settings, sockets: list[socket.socket], workers: int) -> in
 
 
 def _serve_here(settings: Settings, sockets: list[socket.socket]) -> int:
+    set_title(f"server [{settings.app}] (no master)")
     for sock in sockets:
         log.info(
             "Listening at %s (no master, pid %d)",

@@ -26,8 +26,8 @@ class UsageError(RunnerError):
 
 
 class AppLoadError(RunnerError):
-    """The application could not be imported, found or built; the message may span a few
-    lines (headline first, then where it happened)."""
+    """The application could not be imported, found or built; the message is one line
+    (what failed, and where in the app's code)."""
 
     code = EXIT_APP_LOAD
 

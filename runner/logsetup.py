@@ -14,8 +14,16 @@ FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 ACCESS_LOGGER = "tornado.access"
 
 
-def setup_logging(level: str, access_log: bool, dict_config: dict[str, Any] | None = None) -> None:
-    """Configure the root logger on stderr; raise `UsageError` if `dict_config` is invalid."""
+def setup_logging(
+    level: str,
+    access_log: bool,
+    dict_config: dict[str, Any] | None = None,
+    raw_access: bool = False,
+) -> None:
+    """Configure the root logger on stderr; raise `UsageError` if `dict_config` is invalid.
+
+    `raw_access`: access lines are written as they are (a chosen format or JSON), without
+    the pid and level prefix of the other lines."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -26,6 +34,13 @@ def setup_logging(level: str, access_log: bool, dict_config: dict[str, Any] | No
     access = logging.getLogger(ACCESS_LOGGER)
     access.disabled = not access_log
     access.setLevel(logging.INFO if access_log else logging.WARNING)
+    for old in list(access.handlers):
+        access.removeHandler(old)
+    access.propagate = not raw_access
+    if raw_access:
+        plain = logging.StreamHandler(sys.stderr)
+        plain.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(plain)
     if dict_config:
         config = {"disable_existing_loggers": False, **dict_config}
         try:

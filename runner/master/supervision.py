@@ -55,7 +55,15 @@ class Supervision:
             max_lifetime_jitter=settings.max_lifetime_jitter,
         )
         self.timeout = settings.timeout
-        self.watcher = SourceWatcher([settings.app_dir]) if settings.reload else None
+        self.watcher = (
+            SourceWatcher(
+                settings.reload_dir or [settings.app_dir],
+                settings.reload_include,
+                settings.reload_exclude,
+            )
+            if settings.reload
+            else None
+        )
         self._recyclers: dict[int, Recycler] = {}
         self._not_before: dict[int, float] = {}  # pid -> when it may be recycled again
         self._hung: set[int] = set()

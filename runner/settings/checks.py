@@ -8,7 +8,7 @@ import importlib
 from ..errors import UsageError
 from ..sockets import reuseport
 from ..worker import privileges, tls
-from .options import Settings
+from .options import OPTIONS_BY_NAME, Settings
 from .parsers import is_app_spec
 
 
@@ -59,6 +59,11 @@ def _check_supervision(settings: Settings) -> None:
             "--reload with --preload: workers forked from a preloaded master keep its code; "
             "drop one of them"
         )
+    if not settings.reload:
+        for name in ("reload_dir", "reload_include", "reload_exclude"):
+            option = OPTIONS_BY_NAME[name]
+            if getattr(settings, name) != option.default:
+                raise UsageError(f"{option.flag}: needs --reload (it says what --reload watches)")
     if settings.reuse_port and not reuseport.supported() and not settings.no_master:
         raise UsageError("--reuse-port: this platform has no SO_REUSEPORT; drop the flag")
 

@@ -31,10 +31,16 @@ class Option:
     metavar: str = ""
     is_flag: bool = False  # a boolean: --name / --no-name on the command line
     repeatable: bool = False  # --bind may be given several times
+    short: str = ""  # a one-letter form, e.g. -w (gunicorn's)
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The command-line forms: the short one (if any), then `--name`."""
+        return (self.short, self.flag) if self.short else (self.flag,)
 
     @property
     def env(self) -> str:
@@ -49,10 +55,14 @@ def option(
     *,
     is_flag: bool = False,
     repeatable: bool = False,
+    short: str = "",
 ) -> Any:
     """Declare a `Settings` field that is also a launcher option."""
     spec = {"parse": parse, "help": help, "metavar": metavar, "is_flag": is_flag}
-    return field(default=default, metadata={"option": {**spec, "repeatable": repeatable}})
+    return field(
+        default=default,
+        metadata={"option": {**spec, "repeatable": repeatable, "short": short}},
+    )
 
 
 def flag(default: bool, help: str) -> Any:
@@ -66,7 +76,7 @@ class Settings:
 
     app: str
     workers: int | str = option(
-        1, p.parse_workers, "worker processes: N or 'auto' (usable cores)", "N|auto"
+        1, p.parse_workers, "worker processes: N or 'auto' (usable cores)", "N|auto", short="-w"
     )
     bind: tuple[BindSpec, ...] = option(
         (parse_bind("127.0.0.1:8000"),),
@@ -74,6 +84,7 @@ class Settings:
         "listen on HOST:PORT, [IPv6]:PORT, unix:PATH[?mode=0660&group=NAME] or fd://N (repeatable)",
         "ADDRESS",
         repeatable=True,
+        short="-b",
     )
     loop: str = option(
         "auto", p.choice(p.LOOPS), "event loop (auto: uvloop if found)", "|".join(p.LOOPS)
@@ -91,7 +102,17 @@ class Settings:
     backlog: int = option(2048, p.parse_backlog, "listen backlog of bound sockets", "N")
     pid: Path | None = option(None, p.parse_path_or_none, "write the master's pid to FILE", "FILE")
     log_level: str = option("info", p.choice(p.LOG_LEVELS), "log level", "|".join(p.LOG_LEVELS))
-    access_log: bool = flag(False, "log every request (off by default)")
+    access_log: bool = flag(False, "log every request")
+    access_log_format: str | None = option(
+        None,
+        p.parse_access_log_format,
+        "access log line of gunicorn's atoms, e.g. '%(h)s \"%(r)s\" %(s)s %(b)s %(D)s' "
+        "(turns --access-log on; none: Tornado's own line)",
+        "FORMAT",
+    )
+    access_log_json: bool = flag(
+        False, "access log as one JSON object per line (turns --access-log on)"
+    )
     proxy_headers: bool = flag(
         False, "use X-Forwarded-For/-Proto and X-Real-Ip from --forwarded-allow-ips peers"
     )
@@ -171,6 +192,27 @@ class Settings:
         None, p.parse_umask_value, "file mode creation mask for workers (octal)", "MASK"
     )
     reload: bool = flag(False, "development: restart workers when a source file changes")
+    reload_dir: tuple[Path, ...] = option(
+        (),
+        p.parse_dir_list,
+        "--reload watches DIR (repeatable; none: --app-dir)",
+        "DIR",
+        repeatable=True,
+    )
+    reload_include: tuple[str, ...] = option(
+        ("*.py",),
+        p.parse_pattern_list,
+        "--reload watches files whose name matches the glob PATTERN (repeatable)",
+        "PATTERN",
+        repeatable=True,
+    )
+    reload_exclude: tuple[str, ...] = option(
+        (".*", ".py[cod]", ".sw.*", "~*"),
+        p.parse_pattern_list,
+        "--reload ignores files and folders whose name matches PATTERN (repeatable)",
+        "PATTERN",
+        repeatable=True,
+    )
     preload: bool = flag(
         False,
         "import the app module in the master before forking (shared memory; HUP keeps that code)",

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..control.metrics import parse_address
 from ..errors import BadValue
 from ..sockets.binding import BIND_FORMS, BindSpec, parse_bind
+from ..worker.accesslog import ATOMS, unknown_atom
 from ..worker.privileges import parse_umask
 
 MAX_WORKERS = 1024
@@ -233,3 +234,44 @@ def parse_umask_value(raw: object) -> int | None:
         return parse_umask(raw)
     except ValueError:
         raise BadValue("use an octal mask from 000 to 777, such as 022 or 0o027") from None
+
+
+def parse_access_log_format(raw: object) -> str | None:
+    """A format of gunicorn's `%(x)s` atoms; empty for Tornado's own line."""
+    if not isinstance(raw, str):
+        raise BadValue("use a string of %(x)s atoms, e.g. '%(h)s \"%(r)s\" %(s)s'")
+    if not raw.strip():
+        return None
+    bad = unknown_atom(raw)
+    if bad is not None:
+        atoms = ", ".join(f"%({name})s" for name in ATOMS)
+        raise BadValue(f"unknown atom {bad}; use {atoms}")
+    return raw
+
+
+def _items(raw: object, allowed: str) -> list[str]:
+    """The items of a TOML array or a comma-separated string, none empty."""
+    if isinstance(raw, list):
+        items = [item.strip() if isinstance(item, str) else "" for item in raw]
+    elif isinstance(raw, str):
+        items = [item.strip() for item in raw.split(",")]
+    else:
+        raise BadValue(allowed)
+    if not items or any(not item for item in items):
+        raise BadValue(allowed)
+    return items
+
+
+def parse_dir_list(raw: object) -> tuple[Path, ...]:
+    """Existing directories (a list, or comma-separated)."""
+    allowed = "use existing directories (a list, or comma-separated)"
+    paths = tuple(Path(item).expanduser() for item in _items(raw, allowed))
+    for path in paths:
+        if not path.is_dir():
+            raise BadValue(f"{path} is not a directory; {allowed}")
+    return paths
+
+
+def parse_pattern_list(raw: object) -> tuple[str, ...]:
+    """Glob patterns such as *.py or templates/*.html (a list, or comma-separated)."""
+    return tuple(_items(raw, "use glob patterns such as '*.html' (a list, or comma-separated)"))

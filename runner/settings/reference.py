@@ -66,7 +66,7 @@ def default_text(option: Option) -> str:
     value = option.default
     if option.is_flag:
         return "on" if value else "off"
-    if value is None:
+    if value is None or value == ():
         return "none"
     if option.parse is p.parse_size:
         return _size(int(value))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import sysconfig
 import traceback
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -14,8 +15,6 @@ from tornado.httputil import HTTPServerConnectionDelegate
 
 from ..errors import AppLoadError, UsageError
 from ..lifecycle import ConfigurationError
-
-_MAX_FRAMES = 6
 
 
 def add_app_dir(app_dir: Path) -> None:
@@ -102,19 +101,24 @@ async def _call_factory(target: object, spec: str) -> object:
 
 
 def _failure(headline: str, exc: BaseException) -> str:
-    """`headline: Type: message`, then the innermost frames of the app as `at file:line`."""
-    lines = [f"{headline}: {type(exc).__name__}: {exc}"]
-    lines.extend(f"  at {frame}" for frame in _app_frames(exc.__traceback__))
-    return "\n".join(lines)
+    """`headline: Type: message (at file:line in function)`, one line, naming the innermost
+    frame of the app's own code (else the innermost frame outside tornado-run)."""
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    text = f"{headline}: {type(exc).__name__}" + (f": {message}" if message else "")
+    where = _app_frame(exc.__traceback__)
+    return f"{text} (at {where})" if where else text
 
 
-def _app_frames(tb: TracebackType | None) -> list[str]:
+def _app_frame(tb: TracebackType | None) -> str:
     here = str(Path(__file__).parent)
+    libraries = tuple({sys.prefix, sys.base_prefix, sysconfig.get_paths()["stdlib"]})
     frames = [
-        f"{frame.filename}:{frame.lineno} in {frame.name}"
+        frame
         for frame in traceback.extract_tb(tb)
         if not frame.filename.startswith(here)
         and "importlib" not in Path(frame.filename).parts
         and "importlib._bootstrap" not in frame.filename
     ]
-    return frames[-_MAX_FRAMES:]
+    own = [frame for frame in frames if not frame.filename.startswith(libraries)]
+    chosen = (own or frames)[-1:]
+    return "".join(f"{frame.filename}:{frame.lineno} in {frame.name}" for frame in chosen)

@@ -29,6 +29,7 @@ from ..control.channel import DRAINING, READY, STOP_UNKNOWN, EventWriter, Scoreb
 from ..errors import EXIT_FAILURE, EXIT_OK, RunnerError, format_error
 from ..logsetup import reopen_log_files
 from ..settings.options import Settings
+from . import accesslog
 from .appload import load_application
 from .loops import loop_factory
 from .servers import WorkerServer, build_server
@@ -114,6 +115,7 @@ class Worker:
             app = await load_application(
                 self.settings.app, self.settings.app_dir, self.settings.factory
             )
+            accesslog.install(app, self.settings.access_log_format, self.settings.access_log_json)
             server = build_server(self.settings, app)
         except RunnerError as exc:
             return self._boot_failed(exc)

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import NoReturn
 
 from ..errors import EXIT_FAILURE, EXIT_OK
+from ..proctitle import set_title
 from ..sockets import reuseport
 from . import privileges
 from .process import WorkerContext, run_worker
@@ -26,6 +27,7 @@ def run_forked_worker(
     the worker's code (never returns). The master has already closed what it alone owns."""
     code = EXIT_FAILURE
     try:
+        set_title(f"worker {ctx.worker_id}")
         signal.set_wakeup_fd(-1)
         for name in master_signals:
             signal.signal(getattr(signal, name), signal.SIG_DFL)

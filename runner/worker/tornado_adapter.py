@@ -79,6 +79,13 @@ def headers_written(handler: RequestHandler) -> bool:
     return bool(handler._headers_written)
 
 
+def response_headers(handler: RequestHandler) -> HTTPHeaders:
+    """The headers the handler set for its response (`RequestHandler._headers`), with
+    Content-Length once `finish()` has computed it."""
+    headers: HTTPHeaders = handler._headers
+    return headers
+
+
 def handler_finished(handler: RequestHandler) -> bool:
     """True once `finish()` has run (`RequestHandler._finished`)."""
     return bool(handler._finished)
