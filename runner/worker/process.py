@@ -171,11 +171,13 @@ class Worker:
             result = CloseResult(result.closed + late.closed, result.cut + late.cut)
         if result.closed:
             log.info(
-                "worker %d: closed %d WebSocket(s) with %d, %d without a close handshake",
+                "worker %d: closed %d WebSocket(s) with %d, %d without a close handshake; "
+                "%d write(s) to them after the close ignored",
                 self.ctx.worker_id,
                 result.closed,
                 code,
                 result.cut,
+                self.websockets.closed_writes,
             )
 
     def stop_reason(self) -> int:

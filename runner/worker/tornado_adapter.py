@@ -121,6 +121,16 @@ def is_tls_connection_error(record: logging.LogRecord) -> bool:
     return record.msg == "Write error on %s: %s" and isinstance(args[-1], ssl.SSLError)
 
 
+def is_closed_websocket_write(record: logging.LogRecord) -> bool:
+    """True when `record` reports a `WebSocketClosedError`: how Tornado logs a handler's
+    `write_message` on a closing connection raised out of `on_message` (on `tornado.application`:
+    `RequestHandler.log_exception`'s "Uncaught exception", or before Tornado 6.4 for a
+    coroutine, the IOLoop's "Exception in callback"), or asyncio an app task's."""
+    from tornado.websocket import WebSocketClosedError
+
+    return record.exc_info is not None and isinstance(record.exc_info[1], WebSocketClosedError)
+
+
 # The fast HTTP server drives Tornado's delegates itself and reuses these private pieces of
 # Tornado's HTTPServer, so that remote_ip/protocol, forwarded headers, plain-callable apps and
 # gzip request bodies behave exactly as with Tornado's own server.

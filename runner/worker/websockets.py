@@ -18,6 +18,11 @@ all of them together, for up to `LAST_WORDS_SECONDS`. Then every open WebSocket 
 frame with `code`: 1012 (service restart) when the master replaces the worker, 1001 (going
 away) when the server stops (see `close_code_for`). The client's answering close frame ends
 the connection; one still open after `CLOSE_HANDSHAKE_SECONDS` is closed without waiting.
+
+A client's messages still in flight when the close frame goes out reach `on_message`, and an
+echo there meets `WebSocketClosedError`, which Tornado logs as a traceback. tornado-run chose
+to close those connections, so from the start of a drain such errors are counted instead
+(`closed_writes`, reported in the drain's one summary line) and not logged.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ CLOSE_HANDSHAKE_SECONDS = 1.0
 """How long clients get to answer the close frame before their connection is closed."""
 _POLL = 0.02
 _REASONS = {SERVICE_RESTART: "server restart", GOING_AWAY: "server shutdown"}
+_ERROR_LOGGERS = ("tornado.application", "asyncio")
 
 
 class ShutdownAware(Protocol):
@@ -84,6 +90,9 @@ class WebSocketRegistry:
         self._original: _GetMethod | None = None
         self._own_flush: _FlushMethod | None = None
         self._flush_wrapped = False
+        self.draining = False
+        self.closed_writes = 0
+        self._filter = _ClosedWriteFilter(self)
 
     def install(self) -> None:
         """Wrap `WebSocketHandler.get` so every handler registers itself while it lives, and
@@ -119,6 +128,8 @@ class WebSocketRegistry:
         self._own_flush = vars(WebSocketHandler).get("flush")  # None: inherited
         self._flush_wrapped = True
         WebSocketHandler.flush = upgrade_flush  # type: ignore[method-assign,assignment]
+        for name in _ERROR_LOGGERS:
+            logging.getLogger(name).addFilter(self._filter)
 
     def uninstall(self) -> None:
         """Put Tornado's own `get` and `flush` back (tests)."""
@@ -131,6 +142,8 @@ class WebSocketRegistry:
             else:
                 del WebSocketHandler.flush
             self._flush_wrapped = False
+        for name in _ERROR_LOGGERS:
+            logging.getLogger(name).removeFilter(self._filter)
 
     @property
     def count(self) -> int:
@@ -149,6 +162,7 @@ class WebSocketRegistry:
         too. Returns what was done."""
         if handshake_timeout is None:
             handshake_timeout = CLOSE_HANDSHAKE_SECONDS
+        self.draining = True
         await self._last_words(code)
         reason = _REASONS.get(code)
         deadline = time.monotonic() + handshake_timeout
@@ -197,6 +211,20 @@ class WebSocketRegistry:
                 len(late),
                 LAST_WORDS_SECONDS,
             )
+
+
+class _ClosedWriteFilter(logging.Filter):
+    """Drops, and counts, the logged `WebSocketClosedError`s once the drain has begun."""
+
+    def __init__(self, registry: WebSocketRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.registry.draining and tornado.is_closed_websocket_write(record):
+            self.registry.closed_writes += 1
+            return False
+        return True
 
 
 def _protocol(handler: WebSocketHandler) -> WebSocketProtocol | None:
