@@ -1,9 +1,12 @@
-"""Five ways to run a slow blocking call (a `time.sleep` or a local command) from a handler.
+"""Six ways to run a slow blocking call (a `time.sleep` or a local command) from a handler:
+on the loop, fire-and-forget, an awaited coroutine, a thread pool, a timeout, a subprocess.
 
-The seed measured them with `ab`: blocking 0.99 req/s, fire-and-forget 556, awaiting a
-coroutine 101, a thread pool 1912, `with_timeout` 116. Here each is done the tornado-run way:
+The seed measured the first five with `ab` (ApacheBench, from Debian's and Ubuntu's
+apache2-utils package): blocking 0.99 req/s, fire-and-forget 556, awaiting a coroutine 101,
+a thread pool 1912, `with_timeout` 116. Here each is done the tornado-run way (from the
+repository root, after the setup in docs/getting-started.md):
 
-    tornado-run examples.async_tasks:application --workers 1
+    .venv/bin/tornado-run examples.async_tasks:application --workers 1
     ab -n 200 -c 50 'http://127.0.0.1:8000/blocking?ms=100'    # serialises every request
     ab -n 200 -c 50 'http://127.0.0.1:8000/background?ms=100'  # answers at once, job runs later
     ab -n 200 -c 50 'http://127.0.0.1:8000/coroutine?ms=100'   # awaits without blocking

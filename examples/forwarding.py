@@ -6,14 +6,15 @@ the whole upstream round trip.
 The module also holds `echo_application`, an upstream that describes what it received, so the
 example runs on its own (two terminals, from the repository root):
 
-    tornado-run examples.forwarding:echo_application --bind 127.0.0.1:8001
-    FORWARD_UPSTREAM=http://127.0.0.1:8001 tornado-run examples.forwarding:application
+    .venv/bin/tornado-run examples.forwarding:echo_application --bind 127.0.0.1:8001
+    FORWARD_UPSTREAM=http://127.0.0.1:8001 .venv/bin/tornado-run examples.forwarding:application
     curl -X PUT -H 'X-Trace: 7' -d 'hello' 'localhost:8000/proxy/echo/items/1?full=yes'
     curl -F title=cat -F photo=@README.md localhost:8000/upload
 
 For comparison, `/fetch-blocking/PATH` makes the same GET with a blocking client (stdlib
 `urllib`, as `requests` would) right on the event loop, and `/fetch-unblock/PATH` makes it under
-`@unblock`; `?delay_ms=N` makes the echo upstream wait N ms before answering:
+`@unblock`; `?delay_ms=N` makes the echo upstream wait N ms before answering (`ab` is
+ApacheBench, from Debian's and Ubuntu's apache2-utils package):
 
     ab -n 100 -c 20 'http://127.0.0.1:8000/fetch-blocking/echo?delay_ms=100'  # one at a time
     ab -n 100 -c 20 'http://127.0.0.1:8000/fetch-unblock/echo?delay_ms=100'   # a thread each

@@ -1,9 +1,10 @@
 """The smallest useful tornado-run app: a plain handler, blocking work in a thread, CPU work in
 a process.
 
-Run it from the repository root, one worker per usable core:
+Run it from the repository root (after the setup in docs/getting-started.md), one worker per
+usable core:
 
-    tornado-run examples.quickstart:application --workers auto
+    .venv/bin/tornado-run examples.quickstart:application --workers auto
     curl localhost:8000/                 # answers at once
     curl localhost:8000/hash/secret      # PBKDF2 (blocking) in the thread pool
     curl localhost:8000/fib/27           # recursive fib (CPU) in the process pool

@@ -1,6 +1,6 @@
 """A chat room over WebSockets that says goodbye before a worker stops.
 
-    tornado-run examples.websocket_chat:application --workers 2
+    .venv/bin/tornado-run examples.websocket_chat:application --workers 2
     # in a browser console: ws = new WebSocket("ws://localhost:8000/chat"); ...
 
 Each message a client sends goes to every client connected to the same worker. (To reach the

@@ -1,7 +1,7 @@
 """The documentation stays true: the option reference is the option table, the README's links
 lead to files that exist, every Python sample in the pages runs, every TOML sample passes
-tornado-run's own config loader, and the README's test command is the one CI runs. (Samples
-included from examples/ and conf/ with `--8<--` are checked by `mkdocs build --strict`.)"""
+tornado-run's own config loader, the README's test command is the one CI runs, and the
+samples written inline from examples/ and conf/ (`<!-- sample: PATH -->`) match those files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from urllib.parse import unquote
 
+import docs_samples
 import pytest
 from tornado_run.decorators.pools.config import specs_from_table
 from tornado_run.runner.settings import reference
@@ -22,16 +23,21 @@ README = ROOT / "README.md"
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+MAX_SHELL_LINE = 88
+"""Longest shell line, so commands fit the site's code blocks and GitHub's without scrolling."""
 
 
 def samples(language: str) -> list[tuple[str, str]]:
     """(where, code) for each fenced block in `language` in the README and the pages, except
-    blocks that include a file (`--8<--`)."""
+    the copies of files in examples/ and conf/ (run by their own tests)."""
     found = []
     for path in [README, *PAGES]:
         text = path.read_text()
         for match in FENCE.finditer(text):
-            if match.group(1) == language and "--8<--" not in match.group(2):
+            copied = (
+                text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1].startswith("<!-- sample:")
+            )
+            if match.group(1) == language and not copied:
                 line = text.count("\n", 0, match.start()) + 1
                 found.append((f"{path.relative_to(ROOT)}:{line}", match.group(2)))
     return found
@@ -64,7 +70,37 @@ def test_readme_links_lead_to_files_that_exist() -> None:
 def test_readme_test_command_is_the_one_ci_runs_last() -> None:
     ci_last = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     commands = FENCE.search(README.read_text())
-    assert commands is not None and ci_last in commands.group(2).splitlines()
+    assert commands is not None
+    joined = re.sub(r" *\\\n *", " ", commands.group(2))  # backslash continuations
+    assert " ".join(ci_last.split()) in joined.splitlines()
+
+
+def test_inline_samples_match_the_files_they_copy() -> None:
+    found = docs_samples.samples()
+    assert len(found) >= 15
+    for sample in found:
+        assert sample.code == docs_samples.expected(sample), (
+            f"{sample.where} differs from {sample.source}; run: python tests/docs_samples.py "
+            "--write"
+        )
+
+
+def test_pages_include_no_files_and_read_whole_on_github() -> None:
+    for page in [README, *PAGES]:
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            assert not line.startswith("--8<--"), f"{page.name}:{number}: an include; inline it"
+
+
+def test_code_blocks_have_no_runs_of_blank_lines_and_no_long_shell_lines() -> None:
+    for path in [README, *PAGES]:
+        text = path.read_text()
+        for match in FENCE.finditer(text):
+            where = f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}"
+            code = match.group(2)
+            assert "\n\n\n\n" not in code and not code.startswith("\n"), where
+            if match.group(1) in ("sh", "bash", "console"):
+                for line in code.splitlines():
+                    assert len(line) <= MAX_SHELL_LINE, f"{where}: wrap {line[:40]}... with \\"
 
 
 @pytest.mark.parametrize(("where", "code"), [pytest.param(*s, id=s[0]) for s in samples("python")])
