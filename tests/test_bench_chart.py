@@ -16,11 +16,19 @@ PUBLISHED = REPO_ROOT / "examples" / "bench" / "published.json"
 
 
 def test_published_results_hold_every_charted_section() -> None:
-    sections = report.read_sections(PUBLISHED)
-    assert {s.key for s in sections} == set(report.CHART_METRICS)
-    for section in sections:
-        metric = report.CHART_METRICS[section.key][0]
-        assert section.rows and all(row.values.get(metric) is not None for row in section.rows)
+    sections = {s.key: s for s in report.read_sections(PUBLISHED)}
+    assert set(report.CHART_PANELS) <= set(sections)
+    for key, metric in report.CHART_METRICS.items():
+        rows = sections[key].rows
+        assert rows and all(row.values.get(metric) is not None for row in rows)
+
+
+def test_every_panel_says_which_way_is_better_and_titles_its_axis() -> None:
+    for panel in report.CHART_PANELS.values():
+        assert panel.better in ("higher", "lower") and panel.axis and panel.title
+    assert next(iter(report.CHART_PANELS)) == "http-hello"  # the default path comes first
+    sections = {s.key: s for s in report.read_sections(PUBLISHED)}
+    assert "--http" in sections["hello"].title  # the panel's subtitle says which server ran
 
 
 @pytest.mark.parametrize(

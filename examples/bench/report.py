@@ -6,14 +6,15 @@ import json
 import os
 import platform
 import sys
+import textwrap
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from .plan import Row, Section
+from .plan import Column, Row, Section
 
 
 def machine() -> dict[str, Any]:
@@ -90,16 +91,32 @@ def write_json(path: Path, sections: list[Section], settings: dict[str, Any]) ->
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-CHART_METRICS = {  # section key -> (figure, label) drawn as a bar per row
-    "hello": ("req_per_cpu_s", "hello world, requests per server CPU-second"),
-    "http-hello": ("req_per_cpu_s", "HTTP layer, hello world: requests per server CPU-second"),
-    "async": ("req_s", "async tasks, answered req/s (log)"),
-    "forward": ("req_s", "forwarding, 2xx req/s"),
-    "cpu": ("fraction", "/slow, fraction of the physical limit"),
-    "overload": ("shed_pct", "overload at 4x: % shed (503)"),
-    "reload": ("failed_pct", "% failed requests across HUPs"),
-    "spread": ("busiest_pct", "% of 64 connections on the busiest worker"),
+@dataclass(frozen=True)
+class Panel:
+    """How a section is charted: the figure drawn, the panel's title, the x axis's title,
+    and which way is better."""
+
+    key: str
+    title: str
+    axis: str
+    better: str  # "higher" or "lower"
+
+
+CHART_PANELS = {  # section key -> panel, in the chart's order
+    "http-hello": Panel(
+        "req_per_cpu_s", "HTTP layer, hello world", "requests per server CPU-second", "higher"
+    ),
+    "hello": Panel("req_per_cpu_s", "Hello world", "requests per server CPU-second", "higher"),
+    "tls": Panel("kept_per_cpu_s", "HTTPS keep-alive", "requests per server CPU-second", "higher"),
+    "async": Panel("req_s", "Async tasks", "answered requests per second (log scale)", "higher"),
+    "forward": Panel("req_s", "Forwarding", "2xx requests per second", "higher"),
+    "cpu": Panel("fraction", "CPU-bound /slow", "fraction of the physical limit", "higher"),
+    "overload": Panel("shed_pct", "Overload at 4x", "% shed at once with 503", "higher"),
+    "reload": Panel("failed_pct", "Reload", "% failed requests across 10 HUPs", "lower"),
+    "spread": Panel("busiest_pct", "Spread", "% of 64 connections on the busiest worker", "lower"),
 }
+CHART_METRICS = {key: panel.key for key, panel in CHART_PANELS.items()}
+"""The figure charted for each section (what the tests and `_bars` read)."""
 
 
 OURS, PEERS = "#d9541e", "#8a96a3"  # tornado-run's rows stand out; peers and baselines in grey
@@ -117,9 +134,11 @@ def bar_label(value: float) -> str:
 
 
 def write_chart(path: Path, sections: list[Section]) -> str | None:
-    """Draw one bar chart per charted section into `path`: tornado-run's bars in colour, the
-    peers' in grey, each bar's value printed at its end. Returns a note when matplotlib is
-    missing (install the `bench` extra) instead of failing."""
+    """Draw one bar chart per charted section into `path`, one panel per row, sized to be
+    read at the docs page's width: a title saying which way is better and the section's own
+    title (which says what ran, e.g. which `--http`), an axis title, tornado-run's bars in
+    colour and the peers' in grey, each bar's value printed at its end. Returns a note when
+    matplotlib is missing (install the `bench` extra) instead of failing."""
     try:
         import matplotlib
 
@@ -128,51 +147,80 @@ def write_chart(path: Path, sections: list[Section]) -> str | None:
         from matplotlib.patches import Patch
     except ImportError:
         return "no chart: matplotlib is not installed (pip install -e '.[bench]')"
-    charted = [s for s in sections if s.key in CHART_METRICS and _bars(s)]
+    by_key = {s.key: s for s in sections}
+    charted = [by_key[key] for key in CHART_PANELS if key in by_key and _bars(by_key[key])]
     if not charted:
         return None
-    fig, axes = plt.subplots(len(charted), 1, figsize=(9, 2.6 * len(charted)), squeeze=False)
+    heights = [
+        1.2 + 0.25 * textwrap.fill(section.title, 62).count("\n") + 0.5 * len(_bars(section))
+        for section in charted
+    ]
+    fig, axes = plt.subplots(
+        len(charted),
+        1,
+        figsize=(10, sum(heights) + 0.6),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )
     for axis, section in zip(axes[:, 0], charted, strict=True):
+        panel = CHART_PANELS[section.key]
         names, values = zip(*_bars(section), strict=True)
         colours = [OURS if is_ours(name) else PEERS for name in names]
-        bars = axis.barh(names, values, color=colours)
-        axis.bar_label(bars, labels=[bar_label(v) for v in values], padding=3, fontsize=8)
-        axis.set_title(CHART_METRICS[section.key][1], fontsize=10)
+        labels = [textwrap.fill(name, 30) for name in names]
+        bars = axis.barh(labels, values, color=colours)
+        axis.bar_label(bars, labels=[bar_label(v) for v in values], padding=4, fontsize=12)
+        subtitle = textwrap.fill(section.title, 62)
+        axis.set_title(
+            f"{panel.title}: {panel.better} is better\n{subtitle}", fontsize=12.5, loc="left"
+        )
+        axis.set_xlabel(f"{panel.axis} ({panel.better} is better)", fontsize=12)
+        axis.set_ylabel("server / variant", fontsize=11)
         axis.invert_yaxis()
-        axis.tick_params(labelsize=8)
-        axis.margins(x=0.15)  # room for the value labels
+        axis.tick_params(labelsize=12)
+        axis.margins(x=0.18)  # room for the value labels
         if section.key == "async":
             axis.set_xscale("log")
         if section.key == "cpu":
             axis.axvline(1.0, color="#888", linestyle="--", linewidth=1)  # the physical limit
     legend = [Patch(color=OURS, label="tornado-run"), Patch(color=PEERS, label="peers, baselines")]
-    fig.legend(handles=legend, loc="upper right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.985))
-    fig.savefig(path, dpi=110)
+    fig.legend(handles=legend, loc="upper right", fontsize=12, frameon=False, ncols=2)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (sum(heights) + 0.6)))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return None
 
 
 def _bars(section: Section) -> list[tuple[str, float]]:
-    key = CHART_METRICS[section.key][0]
+    key = CHART_METRICS[section.key]
     bars = [(r.name, v) for r in section.rows if (v := r.values.get(key)) is not None]
     return [(n, v) for n, v in bars if v > 0] if section.key == "async" else bars  # log axis
 
 
-def read_sections(path: Path) -> list[Section]:
-    """The sections of a results.json written by `write_json`, for drawing the chart again."""
+def read_results(path: Path) -> tuple[list[Section], dict[str, Any]]:
+    """The sections (columns, rows, ratio, notes, text) and the machine of a results file
+    written by `write_json`."""
     payload = json.loads(path.read_text())
-    return [
+    sections = [
         Section(
             key=raw["key"],
             title=raw["title"],
-            columns=[],
+            columns=[Column(**column) for column in raw.get("columns", [])],
             rows=[
                 Row(r["name"], dict(r.get("values", {})), r.get("note", "")) for r in raw["rows"]
             ],
+            ratio_key=raw.get("ratio_key"),
+            baseline=raw.get("baseline"),
+            notes=list(raw.get("notes", [])),
+            text=raw.get("text", ""),
         )
         for raw in payload["sections"]
     ]
+    return sections, dict(payload.get("machine", {}))
+
+
+def read_sections(path: Path) -> list[Section]:
+    """The sections of a results file, for drawing the chart again."""
+    return read_results(path)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

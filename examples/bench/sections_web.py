@@ -112,7 +112,8 @@ def hello_section(settings: Settings, log: Log) -> Section:
     variants = [variant(name, _measure_hello, make, settings) for name, make in makers]
     return Section(
         "hello",
-        f"Hello world, wrk -t2 -c{CONNECTIONS}, 2 workers each",
+        f"Hello world (tornado-run rows: --http auto, the fast server), wrk -t2 -c{CONNECTIONS}, "
+        "2 workers each",
         [
             Column("req_s", "req/s"),
             Column("req_per_cpu_s", "req per server CPU-s"),
