@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,13 +156,13 @@ def regions(results: Results) -> dict[str, str]:
     run = (
         f"Full run (`python examples/bench/run.py`: 3 interleaved rounds of 8 s rows, medians) "
         f"on {machine['cpu']}, {machine['usable_cores']} usable cores, {machine['memory_gib']} "
-        f"GiB, {machine['os']}, Python {machine['python']}, {machine['date']}.\n"
+        f"GiB, {machine['os']}, Python {machine['python']}, {machine['date']}."
     )
     tables = "\n".join(report.markdown(section) for section in results.sections.values())
     return {
         "headline": HEADLINE.format(**figures),
         "summary": SUMMARY.format(**figures),
-        "run": run,
+        "run": textwrap.fill(run, 96) + "\n",
         "tables": tables,
     }
 
