@@ -137,14 +137,20 @@ def reject_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> 
     """Raise `UsageError` for the first option that is not one of the parser's (nor an
     abbreviation of one), naming the closest match; argparse alone would report the wrong
     word when an unknown option's value is taken as the app."""
-    known = [name for action in parser._actions for name in action.option_strings]
+    actions = parser._option_string_actions
+    known = list(actions)
+    takes_value = False
     for arg in argv:
         if arg == "--":
             return
-        if not arg.startswith("-") or arg == "-" or _is_number(arg):
+        if takes_value or not arg.startswith("-") or arg == "-" or _is_number(arg):
+            takes_value = False
             continue
         name = arg.split("=", 1)[0]
-        if name in known or (name.startswith("--") and any(k.startswith(name) for k in known)):
+        matches = [k for k in known if k == name or (name.startswith("--") and k.startswith(name))]
+        if matches:
+            action = actions[matches[0]]
+            takes_value = "=" not in arg and action.nargs != 0 and len(set(matches)) == 1
             continue
         if not name.startswith("--") and len(name) > 2 and name[:2] in known:
             continue  # -w4: a short option with its value attached

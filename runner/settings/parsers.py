@@ -263,8 +263,10 @@ def _items(raw: object, allowed: str) -> list[str]:
 
 
 def parse_dir_list(raw: object) -> tuple[Path, ...]:
-    """Existing directories (a list, or comma-separated)."""
+    """Existing directories (a list, or comma-separated); empty for none."""
     allowed = "use existing directories (a list, or comma-separated)"
+    if raw == [] or (isinstance(raw, str) and not raw.strip()):
+        return ()  # none: --app-dir
     paths = tuple(Path(item).expanduser() for item in _items(raw, allowed))
     for path in paths:
         if not path.is_dir():
