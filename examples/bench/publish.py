@@ -36,6 +36,7 @@ PROCESS_1, PROCESS_AUTO = (
     "tornado-run -w auto, @unblock(pool='process')",
 )
 STDLIB = "stdlib ProcessPoolExecutor, 1 web process"
+CALM, FLOODED = "tornado-run --workers 2, no flood", "tornado-run --workers 2, 2000 idle"
 SHARED, REUSE = "tornado-run --workers 2 --no-reuse-port", "tornado-run --workers 2 --reuse-port"
 
 
@@ -89,12 +90,17 @@ FIGURES: dict[str, Callable[[Results], str]] = {
     "thread_p99": lambda r: r.num("cpu", "tornado-run -w auto, @unblock thread", "fast_p99_ms"),
     "shed": lambda r: r.num("overload", PROCESS_AUTO, "shed_pct"),
     "accepted_p99": lambda r: f"{r.value('overload', PROCESS_AUTO, 'accepted_p99_ms') / 1000:.2f}",
+    "stdlib_shed": lambda r: r.num("overload", STDLIB, "shed_pct"),
     "unanswered": lambda r: r.num("overload", STDLIB, "unanswered_pct"),
     "reload_failed": lambda r: r.total("reload", (SHARED, REUSE), "failed"),
     "gunicorn_failed": lambda r: r.num("reload", GUNICORN, "failed"),
     "gunicorn_failed_pct": lambda r: r.num("reload", GUNICORN, "failed_pct", 1),
     "ws_abnormal": lambda r: r.total("websockets", (SHARED, REUSE), "abnormal"),
     "ws_failed": lambda r: r.total("websockets", (SHARED, REUSE), "failed"),
+    "flood_cost": lambda r: (
+        f"{100 * (1 - r.value('flood', FLOODED, 'req_s') / r.value('flood', CALM, 'req_s')):.0f}"
+    ),
+    "flood_lines": lambda r: r.num("flood", FLOODED, "log_lines"),
     "spread_reuse": lambda r: r.num("spread", REUSE, "busiest_pct"),
     "spread_shared": lambda r: r.num("spread", SHARED, "busiest_pct"),
 }
@@ -134,11 +140,13 @@ SUMMARY = """\
   {cpu_stdlib} for a hand-rolled stdlib pool; `/fast` keeps a p99 of {fast_p99} ms meanwhile,
   where a blocking handler gives {blocking_p99} ms and a thread pool {thread_p99} ms.
 - **Overload** at 4x capacity: tornado-run sheds {shed}% at once with 503 + `Retry-After`
-  and answers the rest with a p99 of {accepted_p99} s; the stdlib pool sheds nothing, and
-  {unanswered}% of its requests get no answer within 10 s.
+  and answers the rest with a p99 of {accepted_p99} s; the stdlib pool sheds {stdlib_shed}%,
+  and {unanswered}% of its requests get no answer within 10 s.
 - **Reload**: 10 HUPs under `wrk -c64`, {reload_failed} failed requests in both socket modes
   (gunicorn: {gunicorn_failed} failed, {gunicorn_failed_pct}%); 200 open WebSockets across 3
   HUPs: {ws_abnormal} abnormal closes (1006), {ws_failed} failed HTTP requests.
+- **Flood**: 2,000 idle connections held while `wrk` loads `/` cost tornado-run
+  {flood_cost}% of its req/s and {flood_lines} log lines.
 - **Spread**: with `--reuse-port` (the default) the busiest of 2 workers holds
   {spread_reuse}% of 64 keep-alive connections; with one shared socket {spread_shared}%.
 """
