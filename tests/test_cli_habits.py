@@ -24,7 +24,7 @@ def _help_entries(text: str) -> dict[str, str]:
     entries: dict[str, str] = {}
     current = ""
     for line in text.splitlines():
-        match = re.match(r"  (?:-\w [^,]*, )?(--[\w-]+)", line)
+        match = re.match(r"  (?:-\w(?: [^,]*)?, )?(--[\w-]+)", line)
         if match:
             current = match.group(1)
             entries[current] = line

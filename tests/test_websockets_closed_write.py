@@ -94,12 +94,13 @@ async def echo_pending_at_close(registry: WebSocketRegistry | None) -> None:
 def test_tornado_logs_a_write_to_a_closed_websocket_as_the_adapter_recognises(
     app_log: Collect,
 ) -> None:
-    """Without tornado-run's drain, Tornado logs the failed echo with a traceback, and the
-    adapter's predicate matches exactly that record."""
+    """Without tornado-run's drain, Tornado logs the failed echo with a traceback (once since
+    Tornado 6.4; before, also as the IOLoop's "Exception in callback"), and the adapter's
+    predicate matches those records."""
     asyncio.run(echo_pending_at_close(registry=None))
     errors = [r for r in app_log.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1
-    assert adapter.is_closed_websocket_write(errors[0])
+    assert 1 <= len(errors) <= 2
+    assert all(adapter.is_closed_websocket_write(record) for record in errors)
     other = logging.LogRecord("tornado.application", logging.ERROR, "", 0, "x", (), None)
     assert not adapter.is_closed_websocket_write(other)
 
@@ -114,7 +115,7 @@ def test_a_write_to_a_websocket_the_drain_closed_is_counted_not_logged(
     finally:
         registry.uninstall()
     assert [r for r in app_log.records if r.levelno >= logging.ERROR] == []
-    assert registry.closed_writes == 1
+    assert 1 <= registry.closed_writes <= 2  # the records Tornado would have logged
 
 
 def test_websocket_closed_errors_before_a_drain_are_still_logged(app_log: Collect) -> None:
@@ -124,7 +125,7 @@ def test_websocket_closed_errors_before_a_drain_are_still_logged(app_log: Collec
         asyncio.run(echo_pending_at_close(registry=None))  # the app closed it, not the drain
     finally:
         registry.uninstall()
-    assert len([r for r in app_log.records if r.levelno >= logging.ERROR]) == 1
+    assert len([r for r in app_log.records if r.levelno >= logging.ERROR]) >= 1
     assert registry.closed_writes == 0
 
 
@@ -172,5 +173,5 @@ def test_a_hup_under_chatty_echo_clients_logs_no_traceback(
     assert "Traceback" not in log and "WebSocketClosedError" not in log, log
     summaries = re.findall(r"worker (\d+): closed \d+ WebSocket\(s\) with 1012", log)
     assert len(summaries) == len(set(summaries)) == 2, log  # one line per replaced worker
-    ignored = re.findall(r"(\d+) write\(s\) to them after the close ignored", log)
+    ignored = re.findall(r"(\d+) error\(s\) from writes to them after the close not logged", log)
     assert sum(map(int, ignored)) > 0, "no echo was in flight at the close: the case not met"

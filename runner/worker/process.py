@@ -172,7 +172,7 @@ class Worker:
         if result.closed:
             log.info(
                 "worker %d: closed %d WebSocket(s) with %d, %d without a close handshake; "
-                "%d write(s) to them after the close ignored",
+                "%d error(s) from writes to them after the close not logged",
                 self.ctx.worker_id,
                 result.closed,
                 code,

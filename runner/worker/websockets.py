@@ -22,7 +22,8 @@ the connection; one still open after `CLOSE_HANDSHAKE_SECONDS` is closed without
 A client's messages still in flight when the close frame goes out reach `on_message`, and an
 echo there meets `WebSocketClosedError`, which Tornado logs as a traceback. tornado-run chose
 to close those connections, so from the start of a drain such errors are counted instead
-(`closed_writes`, reported in the drain's one summary line) and not logged.
+(`closed_writes`: the records Tornado would have logged, reported in the drain's one
+summary line) and not logged.
 """
 
 from __future__ import annotations
