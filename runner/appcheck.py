@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
+import signal
 import sys
+import time
 
 from . import lifecycle
 from .errors import EXIT_APP_LOAD, AppLoadError, RunnerError, UsageError
@@ -18,18 +21,31 @@ from .worker import privileges
 from .worker.appload import load_application
 from .worker.loops import loop_factory
 
+LOAD_TIMEOUT = 60.0
+"""Seconds the app may take to load (a worker gets as long to be ready)."""
 
-def check_app_loads(settings: Settings) -> None:
+
+def check_app_loads(settings: Settings, timeout: float = LOAD_TIMEOUT) -> None:
     """Raise the `AppLoadError` or `UsageError` a worker would meet loading the app."""
     read_fd, write_fd = os.pipe()
+    master_pid = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
         os.close(read_fd)
+        lifecycle.set_parent_death_signal()
+        if os.getppid() != master_pid:
+            os._exit(1)
         _child(settings, write_fd)
     os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as reader:
-        report = reader.read()
+    try:
+        report = _read_report(read_fd, timeout)
+    finally:
+        os.close(read_fd)
+    if report is None:
+        os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+    if report is None:
+        raise AppLoadError(f"loading {settings.app} took longer than {timeout:g} s")
     if not report:
         raise AppLoadError(f"loading {settings.app} killed the process that tried it")
     outcome = json.loads(report)
@@ -37,6 +53,20 @@ def check_app_loads(settings: Settings) -> None:
         return
     error = UsageError if outcome["code"] == UsageError.code else AppLoadError
     raise error(outcome["message"])
+
+
+def _read_report(fd: int, timeout: float) -> bytes | None:
+    """Everything the child writes until it exits; None if that takes longer than `timeout`."""
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _child(settings: Settings, write_fd: int) -> None:

@@ -199,3 +199,18 @@ def test_a_worker_that_cannot_drain_is_killed_after_the_graceful_timeout(
     assert "killing them" in server.log()
     assert _gone(workers)
     thread.join(10)
+
+
+def test_an_app_whose_import_hangs_is_one_error_line_after_the_load_timeout(
+    tmp_path: Path,
+) -> None:
+    from tornado_run.runner.appcheck import check_app_loads
+    from tornado_run.runner.errors import AppLoadError
+    from tornado_run.runner.settings.loading import load_settings
+
+    (tmp_path / "hanging_app.py").write_text("import time\ntime.sleep(30)\n")
+    settings = load_settings("hanging_app:application", {"app_dir": str(tmp_path)}, environ={})
+    started = time.monotonic()
+    with pytest.raises(AppLoadError, match="took longer than 1 s"):
+        check_app_loads(settings, timeout=1.0)
+    assert time.monotonic() - started < 10  # the child was killed, not waited for
