@@ -5,6 +5,8 @@ samples written inline from examples/ and conf/ (`<!-- sample: PATH -->`) match 
 
 from __future__ import annotations
 
+import html
+import os
 import re
 import subprocess
 import sys
@@ -148,3 +150,28 @@ def _with_real_tls_files(code: str, server: dict[str, object], folder: Path) -> 
 
 def test_there_are_samples_to_check() -> None:
     assert len(samples("python")) >= 4 and len(samples("toml")) >= 3
+
+
+@pytest.mark.timeout(120)
+def test_built_site_has_no_runs_of_blank_lines_in_code(tmp_path: Path) -> None:
+    """The built pages, as a reader sees them: no code block with a run of blank lines."""
+    pytest.importorskip("mkdocs", reason="mkdocs comes with the docs extra")
+    site = tmp_path / "site"
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert built.returncode == 0, built.stderr
+    pages = list(site.rglob("*.html"))
+    assert len(pages) >= len(PAGES)
+    blocks = 0
+    for page in pages:
+        for block in re.findall(r"<pre[^>]*>(.*?)</pre>", page.read_text(), re.DOTALL):
+            code = html.unescape(re.sub(r"<[^>]+>", "", block))
+            assert "\n\n\n\n" not in code, f"{page.relative_to(site)}: a run of blank lines"
+            blocks += 1
+    assert blocks >= 50
