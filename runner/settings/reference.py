@@ -51,7 +51,8 @@ def _flag(option: Option) -> str:
         return f"`{option.flag}` / `--no-{option.flag[2:]}`"
     if option.is_flag:
         return f"`{option.flag}`"
-    return f"`{option.flag} {option.metavar}`"
+    short = f"`{option.short}`, " if option.short else ""
+    return f"{short}`{option.flag} {option.metavar}`"
 
 
 def _size(value: int) -> str:
