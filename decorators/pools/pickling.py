@@ -65,14 +65,28 @@ def reference(fn: Callable[..., Any]) -> tuple[str, str] | None:
     )
 
 
-def pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickle one call for `run_packed`, raising `TypeError` naming what cannot be pickled."""
+def target_of(fn: Callable[..., Any]) -> Callable[..., Any] | tuple[str, str]:
+    """What to pickle for `fn`: itself, or the (module, qualname) of its @unblock wrapper."""
     try:
         ref = _references[fn]
     except KeyError:
         ref = _references[fn] = reference(fn)
     except TypeError:  # unhashable callable object
         ref = reference(fn)
+    return ref or fn
+
+
+def pickle_error(fn: Callable[..., Any], error: Exception) -> TypeError:
+    """The `TypeError` for a call whose arguments cannot be pickled."""
+    return TypeError(
+        f"the arguments of {describe(fn)}() cannot be sent to a process pool: {error}; "
+        "pass plain data (numbers, strings, lists, dicts, dataclasses)"
+    )
+
+
+def pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Pickle one call for `run_packed`, raising `TypeError` naming what cannot be pickled."""
+    ref = target_of(fn)
     try:
         return pickle.dumps((ref or fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
     except _PICKLE_ERRORS as error:
@@ -96,7 +110,7 @@ def _die_with_parent() -> None:
     The forkserver exits as soon as the web worker that owns the pool dies, even by SIGKILL,
     so a busy pool child never outlives its web worker by the length of its task.
     """
-    _release_forkserver()
+    release_forkserver()
     if not sys.platform.startswith("linux"):
         return
     lifecycle.set_parent_death_signal(signal.SIGKILL)
@@ -104,7 +118,7 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _release_forkserver() -> None:
+def release_forkserver() -> None:
     """Close this child's copy of the forkserver's keep-alive pipe.
 
     multiprocessing hands every forkserver child that pipe's write end, so the forkserver
@@ -119,26 +133,32 @@ def _release_forkserver() -> None:
         server._forkserver_alive_fd = None  # type: ignore[union-attr]
 
 
+def resolve(target: Any) -> Callable[..., Any]:
+    """The function a call names: a (module, qualname) reference of an @unblock wrapper
+    resolves to the function behind it; anything else is the callable itself."""
+    if not isinstance(target, tuple):
+        return target  # type: ignore[no-any-return]
+    fn = _resolved.get(target)
+    if fn is None:
+        try:
+            fn = _lookup(*target).__wrapped__
+        except (ImportError, AttributeError) as error:
+            raise RuntimeError(
+                f"the process pool child cannot find {'.'.join(target)}: {error}; "
+                "functions defined in `python -c` or an interactive session cannot run in "
+                "a process pool: define them in a module or script file"
+            ) from None
+        _resolved[target] = fn
+    return fn
+
+
 def run_packed(payload: bytes, slot: int = -1) -> bytes:
     """Child side: resolve and call the function, and return its pickled result. A call
     whose slot is flagged was withdrawn before it started: it is skipped."""
     if slot >= 0 and _skip_flags is not None and _skip_flags[slot]:
         return b""
     target, args, kwargs = pickle.loads(payload)
-    if isinstance(target, tuple):
-        fn = _resolved.get(target)
-        if fn is None:
-            try:
-                fn = _lookup(*target).__wrapped__
-            except (ImportError, AttributeError) as error:
-                raise RuntimeError(
-                    f"the process pool child cannot find {'.'.join(target)}: {error}; "
-                    "functions defined in `python -c` or an interactive session cannot run in "
-                    "a process pool: define them in a module or script file"
-                ) from None
-            _resolved[target] = fn
-    else:
-        fn = target
+    fn = resolve(target)
     result = fn(*args, **kwargs)
     try:
         return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
