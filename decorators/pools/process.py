@@ -37,8 +37,8 @@ log = logging.getLogger("tornado_run.pools")
 
 
 def auto_process_count() -> int:
-    """The worker's share of the cores under tornado-run, else every usable core."""
-    return lifecycle.cpu_share() or lifecycle.usable_cores()
+    """Every usable core (affinity and cgroup quota aware)."""
+    return lifecycle.usable_cores()
 
 
 _SLOTS = 1 << 16  # skip flags; calls in flight must stay below this

@@ -24,17 +24,18 @@ from typing import Any
 
 from .. import __version__
 from ..control.channel import STOP_REPLACED, STOP_SERVER, EventReader, Scoreboard
-from ..cpus import usable_cores
 from ..errors import EXIT_APP_LOAD, EXIT_FAILURE, EXIT_OK
 from ..logsetup import reopen_log_files
 from ..settings.options import Settings
 from ..sockets.binding import close_all, describe, remove_unix_files
 from ..sockets.listener_sets import ListenerSets
-from ..worker import tls
+from ..worker import privileges, tls
+from ..worker.appload import add_app_dir
 from ..worker.process import WorkerContext
 from ..worker.setup import run_forked_worker
 from ..worker.watchdog import STACK_DUMP_SIGNAL
 from . import pidfile
+from .cputier import CpuTier
 from .crashes import kill_and_reap
 from .exits import ExitHandling
 from .notify import SystemdNotifier
@@ -63,7 +64,6 @@ class Master:
         self.settings = settings
         self.sockets = sockets
         self.num_workers = workers
-        self.cores = usable_cores()
         self.board = Scoreboard(max(64, 4 * workers))
         self.workers: dict[int, WorkerRecord] = {}
         self.next_worker_id = 0
@@ -77,8 +77,14 @@ class Master:
         self.notifier = SystemdNotifier(self)  # takes NOTIFY_SOCKET out of the workers' env
         self.rolling = RollingReplacement(self, self.supervision, self.notifier)
         self.exits = ExitHandling(self, self.rolling)
+        self.tier = CpuTier(
+            settings.graceful_timeout,
+            self._prepare_tier_child,
+            self._fatal,
+            lambda: self.stopping is not None,
+        )
         self.services = ControlServices(
-            settings, self.worker_views, self.exits.restarts, __version__
+            settings, self.worker_views, self.exits.restarts, __version__, self.tier.snapshot
         )
         self.listeners = ListenerSets(sockets, settings.backlog)
         self.signals = SignalQueue()
@@ -97,6 +103,7 @@ class Master:
         self.signals.install()
         pidfile.write(self.settings.pid)
         try:
+            self.tier.start()
             for sock in self.sockets:
                 log.info("Listening at %s", describe(sock, tls.enabled(self.settings)))
             while self.exit_code is None:
@@ -119,7 +126,7 @@ class Master:
         """Sleep until a signal, a worker event or a status client wakes us, or `timeout`."""
         poller = select.poll()  # poll, not select: no FD_SETSIZE limit
         service_fds = self.services.fds()
-        fds = [self.signals.wake_fd, *service_fds]
+        fds = [self.signals.wake_fd, *service_fds, *self.tier.fds()]
         fds += [w.events.fd for w in self.workers.values() if not w.events.eof]
         for fd in fds:
             poller.register(fd, select.POLLIN)
@@ -131,6 +138,7 @@ class Master:
             self.signals.clear_wake()
         if any(fd in service_fds for fd in readable):
             self.services.service()
+        self.tier.service(readable)
 
     def _maintain(self) -> None:
         now = time.monotonic()
@@ -138,6 +146,7 @@ class Master:
             self._progress_stop(now)
             return
         self.rolling.step()
+        self.tier.maintain(now, {w.generation for w in self.workers.values()})
         self._resize()
         for verdict in self.supervision.verdicts(self.worker_views(), now):
             self._act_on(verdict, now)
@@ -209,6 +218,7 @@ class Master:
         if self.stopping:
             return
         self.rolling.reload()
+        self.tier.start(self.rolling.generation)
         log.info("HUP: rolling reload of %d worker(s)", self.active_count())
         self.notifier.reload_started()
 
@@ -246,7 +256,7 @@ class Master:
             sockets=self.listeners.assign(self, worker_id, self.sockets),
             worker_id=worker_id,
             worker_count=self.num_workers,
-            cpu_share=max(1, self.cores // max(1, self.num_workers)),
+            tier_address=self.tier.address,
             master_pid=os.getpid(),
             board=self.board,
             slot=slot,
@@ -258,6 +268,7 @@ class Master:
         if pid == 0:
             inherited = [read_fd, *self.signals.fds, *self.services.fds()]
             inherited += [other.events.fd for other in self.workers.values()]
+            inherited += self.tier.child_fds()
             self.services.close_in_child()
             self.listeners.keep_only(ctx.sockets)
             run_forked_worker(ctx, inherited, SIGNALS)
@@ -343,6 +354,8 @@ class Master:
             worker = self.workers.pop(pid, None)
             if worker is not None:
                 self._on_exit(worker, status)
+            else:
+                self.tier.on_exit(pid, status)
 
     def _on_exit(self, worker: WorkerRecord, status: int) -> None:
         for event in worker.events.read_events():
@@ -384,9 +397,13 @@ class Master:
                 self.board.set_stop_reason(worker.slot, STOP_SERVER)
             self._signal(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
 
+    def _fatal(self, code: int) -> None:
+        self.begin_stop(graceful=False, code=code)
+
     def _progress_stop(self, now: float) -> None:
-        if not self.workers:
-            self.exit_code = self.stop_code
+        if not self.workers:  # the tier drains once the workers are gone
+            if self.tier.stop(now, graceful=self.stopping == "graceful"):
+                self.exit_code = self.stop_code
         elif now > self.stop_deadline and not self._killed_all:
             log.warning(
                 "%d worker(s) still running at the deadline; killing them", len(self.workers)
@@ -399,8 +416,26 @@ class Master:
             log.error("workers %s survived SIGKILL; giving up", sorted(self.workers))
             self.exit_code = EXIT_FAILURE
 
+    def _prepare_tier_child(self) -> None:
+        """In a forked broker: close what the master alone owns, drop to --user/--group."""
+        inherited = [*self.signals.fds, *self.services.fds(), *(s.fileno() for s in self.sockets)]
+        inherited += [worker.events.fd for worker in self.workers.values()]
+        self.services.close_in_child()
+        self.listeners.keep_only([])
+        for fd in inherited:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self.settings.umask is not None:
+            os.umask(self.settings.umask)
+        identity = privileges.resolve(self.settings.user, self.settings.group)
+        if identity is not None:
+            privileges.drop(identity)
+        add_app_dir(self.settings.app_dir)  # pool processes import the app's modules
+
     def _cleanup(self) -> None:
-        kill_and_reap(self.workers, KILL_GRACE)
+        kill_and_reap({pid: pid for pid in [*self.workers, *self.tier.pids()]}, KILL_GRACE)
+        self.workers.clear()
+        self.tier.close()
         self.services.close()
         self.listeners.close()
         close_all(self.sockets)
