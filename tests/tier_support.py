@@ -25,9 +25,9 @@ def pool_processes(server: Server, pool: str = "process") -> list[psutil.Process
             for proc in broker.children(recursive=True):
                 with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
                     title = proc.cmdline()[:1]
-                    if title and title[0].startswith(f"tornado-run: cpu {pool} "):
-                        if proc.status() != psutil.STATUS_ZOMBIE:
-                            found.append(proc)
+                    named = bool(title) and title[0].startswith(f"tornado-run: cpu {pool} ")
+                    if named and proc.status() != psutil.STATUS_ZOMBIE:
+                        found.append(proc)
     return found
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
-from tornado_run.decorators import Overloaded, pools, unblock
+from tornado_run.decorators import Overloaded, cancel_on_disconnect, pools, unblock
 
 pools.configure("narrow", kind="process", size=1, max_pending=1)
 pools.configure("quick", kind="process", size=2, timeout=0.5)
@@ -90,10 +90,13 @@ NAPS = {"process": nap, "narrow": narrow_nap, "quick": quick_nap, "polite": poli
 
 
 class Nap(tornado.web.RequestHandler):
+    @cancel_on_disconnect
     async def get(self) -> None:
         fn = NAPS[_arg(self, "pool", "process")]
         seconds = float(_arg(self, "s", "1"))
         mark = _arg(self, "mark", "")
+        if mark:
+            Path(mark + ".worker").write_text(str(os.getpid()))
         try:
             result = await (fn(seconds) if fn is narrow_nap else fn(seconds, mark))
         except Overloaded as error:  # the broker's refusal, with its hint, as @unblock sends it
