@@ -29,8 +29,7 @@ from ..logsetup import reopen_log_files
 from ..settings.options import Settings
 from ..sockets.binding import close_all, describe, remove_unix_files
 from ..sockets.listener_sets import ListenerSets
-from ..worker import privileges, tls
-from ..worker.appload import add_app_dir
+from ..worker import tls
 from ..worker.process import WorkerContext
 from ..worker.setup import run_forked_worker
 from ..worker.watchdog import STACK_DUMP_SIGNAL
@@ -38,6 +37,7 @@ from . import pidfile
 from .cputier import CpuTier
 from .crashes import kill_and_reap
 from .exits import ExitHandling
+from .forking import prepare_tier_child, release_in_child
 from .notify import SystemdNotifier
 from .records import WorkerRecord
 from .replacement import RollingReplacement
@@ -79,8 +79,8 @@ class Master:
         self.exits = ExitHandling(self, self.rolling)
         self.tier = CpuTier(
             settings.graceful_timeout,
-            self._prepare_tier_child,
-            self._fatal,
+            lambda: prepare_tier_child(self),
+            lambda code: self.begin_stop(graceful=False, code=code),
             lambda: self.stopping is not None,
         )
         self.services = ControlServices(
@@ -266,11 +266,7 @@ class Master:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            inherited = [read_fd, *self.signals.fds, *self.services.fds()]
-            inherited += [other.events.fd for other in self.workers.values()]
-            inherited += self.tier.child_fds()
-            self.services.close_in_child()
-            self.listeners.keep_only(ctx.sockets)
+            inherited = [read_fd, *release_in_child(self, ctx.sockets)]
             run_forked_worker(ctx, inherited, SIGNALS)
         os.close(write_fd)
         self.supervision.worker_started(pid)
@@ -397,9 +393,6 @@ class Master:
                 self.board.set_stop_reason(worker.slot, STOP_SERVER)
             self._signal(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
 
-    def _fatal(self, code: int) -> None:
-        self.begin_stop(graceful=False, code=code)
-
     def _progress_stop(self, now: float) -> None:
         if not self.workers:  # the tier drains once the workers are gone
             if self.tier.stop(now, graceful=self.stopping == "graceful"):
@@ -415,22 +408,6 @@ class Master:
         elif now > self.stop_deadline:
             log.error("workers %s survived SIGKILL; giving up", sorted(self.workers))
             self.exit_code = EXIT_FAILURE
-
-    def _prepare_tier_child(self) -> None:
-        """In a forked broker: close what the master alone owns, drop to --user/--group."""
-        inherited = [*self.signals.fds, *self.services.fds(), *(s.fileno() for s in self.sockets)]
-        inherited += [worker.events.fd for worker in self.workers.values()]
-        self.services.close_in_child()
-        self.listeners.keep_only([])
-        for fd in inherited:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if self.settings.umask is not None:
-            os.umask(self.settings.umask)
-        identity = privileges.resolve(self.settings.user, self.settings.group)
-        if identity is not None:
-            privileges.drop(identity)
-        add_app_dir(self.settings.app_dir)  # pool processes import the app's modules
 
     def _cleanup(self) -> None:
         kill_and_reap({pid: pid for pid in [*self.workers, *self.tier.pids()]}, KILL_GRACE)
