@@ -40,6 +40,7 @@ from examples.bench.sections_offload import (
     dispatch_section,
     forward_section,
 )
+from examples.bench.sections_tier import tier_section
 from examples.bench.sections_tls import tls_section
 from examples.bench.sections_web import hello_section, reload_section, spread_section
 from examples.bench.sections_websockets import websockets_section
@@ -53,6 +54,7 @@ SECTIONS: dict[str, Callable[[Settings, Log], list[Section]]] = {
     "async": lambda s, log: [async_section(s, log)],
     "forward": lambda s, log: [forward_section(s, log)],
     "cpu": cpu_sections,
+    "tier": lambda s, log: [tier_section(s, log)],
     "dispatch": lambda s, log: [dispatch_section(s, log)],
     "reload": lambda s, log: [reload_section(s, log)],
     "spread": lambda s, log: [spread_section(s, log)],
