@@ -15,23 +15,29 @@ import logging
 import os
 import socket
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from ..api import PoolSpec
 from ..offload import wire
 from ..offload.dispatcher import Call
 from . import protocol
-
-if TYPE_CHECKING:
-    from .broker import Broker
-    from .pools import HostPool
+from .pools import HostPool
 
 log = logging.getLogger("tornado_run.tier")
+
+
+class Host(Protocol):
+    """What a link needs of its broker."""
+
+    def pool(self, name: str) -> HostPool | None: ...
+    async def declare(self, spec: PoolSpec) -> wire.Frame | None: ...
+    def link_closed(self, link: Link) -> None: ...
 
 
 class Link:
     """A worker's connection: reads its frames, runs them, writes the replies."""
 
-    def __init__(self, sock: socket.socket, broker: Broker) -> None:
+    def __init__(self, sock: socket.socket, broker: Host) -> None:
         self.sock = sock
         self.broker = broker
         self.loop = asyncio.get_running_loop()
