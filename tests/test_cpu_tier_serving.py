@@ -118,3 +118,11 @@ def test_the_thread_pool_stays_in_each_worker(server: Server) -> None:
     for _ in range(4):
         code, body = get_json(server, "/thread")
         assert code == 200 and body["thread_pid"] == body["worker"]
+
+
+@pytest.mark.timeout(60)
+def test_large_buffers_cross_the_tier_both_ways_unchanged(server: Server) -> None:
+    code, body = get_json(server, "/echo?kib=16384")  # 16 MiB: out of band, through a memfd
+    assert code == 200 and body == {"bytes": True, "bytearray": True, "memoryview": True}
+    code, body = get_json(server, "/echo?kib=1")  # small: in the frame itself
+    assert code == 200 and all(body.values()), body

@@ -65,6 +65,12 @@ def polite_nap(seconds: float, mark: str = "") -> dict[str, Any]:
     return _sleep(seconds, mark)
 
 
+@unblock(pool="process")
+def echo(data: Any) -> Any:
+    """Sends its argument back (large buffers travel out of band both ways)."""
+    return data
+
+
 @unblock(pool="thread")
 def thread_pid() -> int:
     return os.getpid()
@@ -112,6 +118,17 @@ class Thread(tornado.web.RequestHandler):
         self.write({"worker": os.getpid(), "thread_pid": await thread_pid()})
 
 
+class Echo(tornado.web.RequestHandler):
+    async def get(self) -> None:
+        data = os.urandom(int(_arg(self, "kib", "16384")) * 1024)
+        kinds = {"bytes": data, "bytearray": bytearray(data), "memoryview": memoryview(data)}
+        same = {}
+        for name, value in kinds.items():
+            back = await echo(value)
+            same[name] = type(back) is type(value) and bytes(back) == data
+        self.write(same)
+
+
 application = tornado.web.Application(
-    [(r"/pair", Pair), (r"/burn", Burn), (r"/nap", Nap), (r"/thread", Thread)]
+    [(r"/pair", Pair), (r"/burn", Burn), (r"/nap", Nap), (r"/thread", Thread), (r"/echo", Echo)]
 )
