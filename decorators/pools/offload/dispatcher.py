@@ -204,7 +204,7 @@ class Dispatcher:
 
     def _fill(self) -> None:
         """Start processes until the pool has `size` (unless closed or in a crash loop)."""
-        if self._closed or self._broken is not None:
+        if len(self._children) >= self.size or self._closed or self._broken is not None:
             return
         used = {child.index for child in self._children}
         free = (index for index in range(len(self._children) + self.size) if index not in used)
@@ -305,8 +305,7 @@ class Dispatcher:
             request.fds = []
         else:
             request.close()
-            total = sum(len(part) for part in parts)
-            if sent < total:
+            if sent < wire.HEADER.size + len(parts[1]) + len(request.body):
                 child.outbox = (b"".join(parts)[sent:], [])
         if child.outbox is not None:
             self._loop.add_writer(sock.fileno(), self._flush, child)

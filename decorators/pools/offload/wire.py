@@ -5,12 +5,14 @@ pool-name length), the pool name, the body, and up to `MAX_FDS` file descriptors
 SCM_RIGHTS in the same `sendmsg` as the frame's first byte. Relays (the CPU tier's broker)
 read the header and forward body and fds untouched.
 
-Bodies are pickle protocol 5. Buffers pickle hands out of band (numpy arrays) and, through
-`reducer_override`, `bytes`, `bytearray` and `memoryview` of at least `OUT_OF_BAND` bytes go
-into ONE memfd together with the pickle itself; the frame then carries `FLAG_MEMFD`, the memfd
-as its first fd and a small table as its body. The receiver maps the memfd privately, closes
-the fd at once and unpickles with memoryviews of the mapping, so the shared memory lives only
-as long as the fds and mappings that refer to it: a process that dies leaks nothing.
+Bodies are pickle protocol 5. Buffers pickle hands out of band (numpy arrays) and large
+`bytes`, `bytearray` and `memoryview` values (at least `OUT_OF_BAND` bytes; wrapped before
+pickling, since pickle's fast path for bytes skips every hook) go into ONE memfd together with
+the pickle itself; the frame then carries `FLAG_MEMFD`, the memfd as its first fd and a small
+table as its body. The receiver reads a `bytes`/`bytearray` straight into the new object, maps
+the memfd for the rest (numpy arrays and memoryviews become views of the mapping) and closes
+the fd at once: the shared memory lives only as long as the fds and mappings that refer to
+it, so a process that dies leaks nothing and no name is left in /dev/shm.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import struct
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Frame kinds. 1-31 belong to the offload transport; a relay may define its own from 32 up.
@@ -45,32 +47,56 @@ FIRST_RELAY_KIND = 32
 FLAG_MEMFD = 1  # fd 0 is a memfd holding the pickle and its out-of-band buffers
 
 HEADER = struct.Struct("<BBQdIBB")  # kind, flags, call id, timeout, body len, fd count, name len
+_HEADER_SIZE = HEADER.size
+_unpack_header = HEADER.unpack_from
 MAX_FDS = 32
 MAX_BODY = 1 << 30
 OUT_OF_BAND = 64 * 1024  # buffers at least this large travel in the memfd
 INLINE_LIMIT = 64 * 1024  # a pickle larger than this goes into the memfd too
 _ALIGN = 64
 _TABLE_HEAD = struct.Struct("<QI")  # pickle length, buffer count
-_TABLE_ENTRY = struct.Struct("<QQ")  # offset, length
+_TABLE_ENTRY = struct.Struct("<QQI")  # offset, length, flags
+_COPY_BYTES = 1  # the receiver reads this buffer into a new bytes
+_COPY_BYTEARRAY = 2  # ... into a new bytearray; neither: it maps the memfd (no copy)
 _ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
-_RECV_FLAGS = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+_RECV_FLAGS = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+_CTRUNC = int(socket.MSG_CTRUNC)  # plain ints: enum flag arithmetic is slow per call
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
 
 
 class WireError(Exception):
     """The peer sent bytes that are not a frame (or more fds than a frame may carry)."""
 
 
-@dataclass
 class Frame:
     """One frame. `fds` are owned by whoever holds the frame: send them or `close()` it."""
 
-    kind: int
-    call_id: int = 0
-    body: bytes | memoryview = b""
-    fds: list[int] = field(default_factory=list)
-    flags: int = 0
-    timeout: float = 0.0  # seconds; 0 means none
-    pool: str = ""
+    __slots__ = ("body", "call_id", "fds", "flags", "kind", "pool", "timeout")
+
+    def __init__(
+        self,
+        kind: int,
+        call_id: int = 0,
+        body: bytes | memoryview = b"",
+        fds: list[int] | None = None,
+        flags: int = 0,
+        timeout: float = 0.0,
+        pool: str = "",
+    ) -> None:
+        self.kind = kind
+        self.call_id = call_id
+        self.body = body
+        self.fds: list[int] = fds if fds is not None else []
+        self.flags = flags
+        self.timeout = timeout  # seconds; 0 means none
+        self.pool = pool
+
+    def __repr__(self) -> str:
+        return (
+            f"Frame(kind={self.kind}, call_id={self.call_id}, body={len(self.body)} bytes, "
+            f"fds={self.fds}, flags={self.flags}, timeout={self.timeout}, pool={self.pool!r})"
+        )
 
     def close(self) -> None:
         """Close the frame's fds (a frame that will not be sent or decoded)."""
@@ -96,11 +122,11 @@ class Encoded:
 
 
 def _bytes_from(buffer: Any) -> bytes:
-    return bytes(buffer)
+    return buffer if type(buffer) is bytes else bytes(buffer)  # `loads` reads into a bytes
 
 
 def _bytearray_from(buffer: Any) -> bytearray:
-    return bytearray(buffer)
+    return buffer if type(buffer) is bytearray else bytearray(buffer)
 
 
 def _memoryview_from(buffer: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
@@ -197,7 +223,9 @@ def _into_memfd(data: memoryview, views: Sequence[memoryview]) -> Encoded:
         if pad:
             parts.append(bytes(pad))
             offset += pad
-        table.append(_TABLE_ENTRY.pack(offset, view.nbytes))
+        owner = type(view.obj)
+        bits = _COPY_BYTES if owner is bytes else _COPY_BYTEARRAY if owner is bytearray else 0
+        table.append(_TABLE_ENTRY.pack(offset, view.nbytes, bits))
         parts.append(view)
         offset += view.nbytes
     fd = os.memfd_create("tornado-run-call", os.MFD_CLOEXEC)
@@ -223,33 +251,72 @@ def _write_all(fd: int, parts: list[memoryview | bytes]) -> None:
             pending[0] = pending[0][written:]
 
 
+def _read_into(fd: int, target: bytearray, offset: int) -> None:
+    view = memoryview(target)
+    done = 0
+    while done < len(target):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if not got:
+            raise WireError("a memfd shorter than its table")
+        done += got
+
+
+def _read_bytes(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) == size:
+        return data  # the usual case: one read, no further copy
+    rest = bytearray(size - len(data))
+    _read_into(fd, rest, offset + len(data))
+    return data + rest
+
+
 def loads(flags: int, body: bytes | memoryview, fds: list[int]) -> Any:
-    """Unpickle a payload; takes ownership of `fds` and closes them."""
+    """Unpickle a payload; takes ownership of `fds` and closes them.
+
+    A `bytes` or `bytearray` buffer is read from the memfd straight into the object it
+    becomes, so it crosses memory once; other buffers (numpy arrays, memoryviews) are views
+    of a mapping of the memfd, which lives as long as they do."""
     if not flags & FLAG_MEMFD:
         for fd in fds:
             os.close(fd)
         return pickle.loads(body)
     if not fds:
         raise WireError("a memfd frame without its fd")
-    fd, rest = fds[0], fds[1:]
-    for other in rest:
-        os.close(other)
+    mapped: memoryview | None = None
     try:
-        size = os.fstat(fd).st_size
-        mapped = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
-    finally:
-        os.close(fd)
-    length, count = _TABLE_HEAD.unpack_from(body, 0)
-    view = memoryview(mapped)
-    try:
-        buffers = []
+        fd = fds[0]
+        length, count = _TABLE_HEAD.unpack_from(body, 0)
+        pickled = _read_bytes(fd, length, 0)
+        buffers: list[bytes | bytearray | memoryview] = []
         for index in range(count):
-            start, nbytes = _TABLE_ENTRY.unpack_from(body, _TABLE_HEAD.size + index * 16)
-            buffers.append(view[start : start + nbytes])
-        return pickle.loads(view[:length], buffers=buffers)
+            start, size, bits = _TABLE_ENTRY.unpack_from(
+                body, _TABLE_HEAD.size + index * _TABLE_ENTRY.size
+            )
+            if bits & _COPY_BYTES:
+                buffers.append(_read_bytes(fd, size, start))
+            elif bits & _COPY_BYTEARRAY:
+                buffers.append(bytearray(size))
+                _read_into(fd, buffers[-1], start)  # type: ignore[arg-type]
+            else:
+                if mapped is None:
+                    mapped = memoryview(_map(fd))
+                buffers.append(mapped[start : start + size])
     finally:
-        del buffers
-        view.release()  # buffers still held by the value keep the mapping alive
+        for fd in fds:
+            os.close(fd)
+    try:
+        return pickle.loads(pickled, buffers=buffers)
+    finally:
+        if mapped is not None:
+            mapped.release()  # slices held by the value keep the mapping alive
+
+
+def _map(fd: int) -> mmap.mmap:
+    # Shared, not private: the sender closed its fd without mapping it, so nobody else sees
+    # these pages, and a private writable mapping would copy every page when populated.
+    size = os.fstat(fd).st_size
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 # --- calls, results and errors ---------------------------------------------------------------
@@ -273,6 +340,9 @@ def _with_remote_traceback(error: BaseException, text: str) -> BaseException:
 
 def encode_call(fn: Callable[..., Any] | tuple[str, str], args: Any, kwargs: Any) -> Encoded:
     """Pickle a call; `fn` is a picklable callable or a (module, qualname) reference."""
+    plain = _PLAIN
+    if not kwargs and all(type(arg) in plain for arg in args):
+        return dumps((fn, args, kwargs), marked=True)
     return dumps((fn, _mark_large(args), _mark_large(kwargs)), marked=True)
 
 
@@ -332,7 +402,7 @@ def frame_parts(frame: Frame) -> list[bytes | memoryview]:
 def ancillary(fds: Sequence[int]) -> list[tuple[int, int, bytes]]:
     if not fds:
         return []
-    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+    return [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds).tobytes())]
 
 
 def send_frame(sock: socket.socket, frame: Frame) -> None:
@@ -353,10 +423,10 @@ def receive(sock: socket.socket, reader: FrameReader) -> bool:
     size, ancdata, msg_flags, _ = sock.recvmsg_into([scratch], _ANCILLARY, _RECV_FLAGS)
     fds: list[int] = []
     for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
             usable = len(payload) - len(payload) % 4
             fds.extend(array.array("i", payload[:usable]))
-    if msg_flags & socket.MSG_CTRUNC:
+    if msg_flags & _CTRUNC:
         for fd in fds:
             os.close(fd)
         raise WireError("file descriptors were cut off (more than a frame may carry)")
@@ -383,23 +453,28 @@ class FrameReader:
     def frames(self) -> list[Frame]:
         """Every complete frame buffered so far."""
         buffer = self._buffer
+        view = memoryview(buffer)
+        size = len(buffer)
         start = 0
         complete: list[Frame] = []
-        while len(buffer) - start >= HEADER.size:
-            kind, flags, call_id, timeout, length, nfds, nlen = HEADER.unpack_from(buffer, start)
-            end = start + HEADER.size + nlen + length
-            if length > MAX_BODY or nfds > MAX_FDS:
-                raise WireError(f"frame of {length} bytes with {nfds} fds refused")
-            if len(buffer) < end:
-                break
-            if len(self._fds) < nfds:
-                raise WireError(f"frame announces {nfds} fds, {len(self._fds)} arrived")
-            name_at = start + HEADER.size
-            pool = bytes(buffer[name_at : name_at + nlen]).decode()
-            body = bytes(buffer[name_at + nlen : end])
-            fds = [self._fds.popleft() for _ in range(nfds)]
-            start = end
-            complete.append(Frame(kind, call_id, body, fds, flags, timeout, pool))
+        try:
+            while size - start >= _HEADER_SIZE:
+                kind, flags, call_id, timeout, length, nfds, nlen = _unpack_header(buffer, start)
+                if length > MAX_BODY or nfds > MAX_FDS:
+                    raise WireError(f"frame of {length} bytes with {nfds} fds refused")
+                name_at = start + _HEADER_SIZE
+                end = name_at + nlen + length
+                if size < end:
+                    break
+                if len(self._fds) < nfds:
+                    raise WireError(f"frame announces {nfds} fds, {len(self._fds)} arrived")
+                pool = str(view[name_at : name_at + nlen], "utf-8") if nlen else ""
+                body = bytes(view[name_at + nlen : end])
+                fds = [self._fds.popleft() for _ in range(nfds)] if nfds else []
+                start = end
+                complete.append(Frame(kind, call_id, body, fds, flags, timeout, pool))
+        finally:
+            view.release()
         if start:
             del buffer[:start]
         return complete
