@@ -26,7 +26,7 @@ from ..api import PoolSpec
 from ..offload import wire
 from ..offload.zygote import Zygote
 from .link import Link
-from .pools import HostPool, same_declaration
+from .pools import HostPool, copy_reply, failure_text, same_declaration
 
 log = logging.getLogger("tornado_run.tier")
 
@@ -140,7 +140,7 @@ class Broker:
                 spec.name,
             )
         failure = await asyncio.shield(pool.ready)
-        return _copy_reply(failure) if failure is not None else None
+        return copy_reply(failure) if failure is not None else None
 
     def pool(self, name: str) -> HostPool | None:
         return self.pools.get(name)
@@ -148,17 +148,12 @@ class Broker:
     def _pool_failing(self, name: str, why: str) -> None:
         if not self._failed:
             self._failed = True
-            self.report("failed", code=EXIT_POOL_FAILED, message=f"cpu tier pool {name!r}: {why}")
+            self.report("failed", code=EXIT_POOL_FAILED, message=why)
 
     def _report_failure(self, name: str, reply: wire.Frame) -> None:
-        try:
-            wire.decode_reply(reply)
-        except BaseException as error:  # the initializer's own exception
-            cause = error.__cause__
-            where = str(cause).strip().strip('"').strip() if cause is not None else ""
-            message = f"the initializer of pool {name!r} raised {type(error).__name__}: {error}"
-            self.report("failed", code=EXIT_POOL_FAILED, message=f"{message}\n{where}")
+        if not self._failed:
             self._failed = True
+            self.report("failed", code=EXIT_POOL_FAILED, message=failure_text(name, reply))
 
     # ---- draining and figures ---------------------------------------------------------
 
@@ -195,8 +190,3 @@ class Broker:
                 self.report("stats", pools=figures, links=len(self.links))
                 last = figures
             await asyncio.sleep(STATS_PERIOD)
-
-
-def _copy_reply(frame: wire.Frame) -> wire.Frame:
-    """A copy of an in-band reply for one more declaring worker."""
-    return wire.Frame(frame.kind, frame.call_id, bytes(frame.body), [], frame.flags)

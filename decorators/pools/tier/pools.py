@@ -5,10 +5,12 @@ shows once for the host."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
 
+from tornado.web import HTTPError
 from tornado_run.runner import lifecycle
 
 from ...errors import Overloaded, TaskTimeout, WorkerCrashed
@@ -65,7 +67,17 @@ class HostPool:
             self.ready.set_result(None)
 
     def _start_failed(self, failure: StartFailure) -> None:
-        self._on_failure(f"{failure} (pool processes keep dying as they start)")
+        # The probe's INIT_FAILED reply (with the traceback) settles `ready` just after this.
+        self._reporting = asyncio.ensure_future(self._report(failure))
+
+    async def _report(self, failure: StartFailure) -> None:
+        reply = None
+        with contextlib.suppress(TimeoutError):
+            reply = await asyncio.wait_for(asyncio.shield(self.ready), 5.0)
+        if reply is not None:
+            self._on_failure(failure_text(self.spec.name, copy_reply(reply)))
+        else:
+            self._on_failure(f"{message_of(failure)}: its processes keep dying as they start")
 
     def submit(self, frame: wire.Frame, label: str, reply: Reply) -> Call | None:
         """Admit and queue a CALL frame; refusals are answered at once (None returned)."""
@@ -117,6 +129,30 @@ class HostPool:
     def busy(self) -> bool:
         running = self.dispatcher.stats()
         return bool(running["busy"] or running["queued"])
+
+
+def message_of(error: BaseException) -> str:
+    """The message an HTTPError-based error was raised with (without "HTTP 500: ...")."""
+    if isinstance(error, HTTPError) and error.log_message:
+        return str(error.log_message % error.args)
+    return str(error)
+
+
+def failure_text(name: str, reply: wire.Frame) -> str:
+    """The initializer's exception in an INIT_FAILED reply: a headline, then its traceback."""
+    try:
+        wire.decode_reply(reply)
+    except BaseException as error:
+        cause = error.__cause__
+        where = str(cause).strip().strip('"').strip() if cause is not None else ""
+        headline = f"the initializer of pool {name!r} raised {type(error).__name__}: "
+        return f"{headline}{message_of(error)}\n{where}" if where else headline + str(error)
+    return f"the initializer of pool {name!r} failed"
+
+
+def copy_reply(frame: wire.Frame) -> wire.Frame:
+    """A copy of an in-band reply, for one more reader."""
+    return wire.Frame(frame.kind, frame.call_id, bytes(frame.body), [], frame.flags)
 
 
 def same_declaration(a: PoolSpec, b: PoolSpec) -> bool:
