@@ -69,6 +69,23 @@ def test_quick_hello_section_measures_every_row(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_quick_tier_section_gives_a_useful_share_for_every_row(tmp_path: Path) -> None:
+    done = _bench("--quick", "--only", "tier", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {row["name"]: row for row in _rows(tmp_path)}
+    assert set(rows) == {
+        f"{ms} ms task, {way}"
+        for ms in (2, 20)
+        for way in ("@unblock(pool='process')", "blocking handler")
+    }
+    for name, row in rows.items():
+        if row["note"]:  # no wrk/ab here: one line says why
+            continue
+        assert 0 < row["values"]["useful"] <= 1.05, name
+        assert row["values"]["failed"] == 0, name
+
+
+@pytest.mark.timeout(120)
 def test_quick_websockets_section_counts_closes_across_hups(tmp_path: Path) -> None:
     done = _bench("--quick", "--only", "websockets", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
