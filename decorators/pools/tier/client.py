@@ -208,9 +208,10 @@ class TierLink:
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(
-                    WorkerCrashed(f"the cpu tier went away ({why}) before the call finished")
-                )
+                with contextlib.suppress(RuntimeError):  # a future of a loop closed since
+                    future.set_exception(
+                        WorkerCrashed(f"the cpu tier went away ({why}) before the call finished")
+                    )
         self.declared.clear()
 
     def close(self) -> None:
