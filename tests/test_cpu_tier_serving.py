@@ -73,7 +73,7 @@ def test_backpressure_is_host_wide(server: Server) -> None:
 def test_overloaded_answer_carries_retry_after(server: Server) -> None:
     requests = Background(server)
     for _ in range(2):
-        requests.start("/nap?pool=narrow&s=1.5")
+        requests.start("/nap?pool=narrow&s=4")
     until(lambda: (status_pool(server) or {}).get("queued") == 1, "a call to queue")
     reply = server.get("/nap?pool=narrow&s=0")
     assert reply.status == 503
@@ -94,7 +94,7 @@ def test_status_and_metrics_show_the_tier_once_with_busy_and_queued(
 ) -> None:
     requests = Background(server)
     for _ in range(2):
-        requests.start("/nap?pool=narrow&s=2")
+        requests.start("/nap?pool=narrow&s=6")
     until(lambda: (status_pool(server) or {}).get("queued") == 1, "the tier's figures")
     snapshot = status(tmp_path / "ctl")
     assert snapshot["tier"]["pid"] == server.tier()[0].pid

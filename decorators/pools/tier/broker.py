@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from tornado_run.runner import lifecycle
@@ -46,10 +47,20 @@ def serve(
     zygote = Zygote.start("fork")
     try:
         broker = Broker(listener, zygote, report, master_pid, graceful_timeout)
-        with asyncio.Runner() as runner:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(broker.run(_preloaded_specs()))
     finally:
         zygote.close()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop where it imports: the broker's work is all socket relaying."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _set_title() -> None:

@@ -69,11 +69,13 @@ class TierLink:
 
     async def call(self, spec: PoolSpec, encoded: wire.Encoded, label: str, timeout: float) -> Any:
         """Send one encoded call and return its result (see `TierPool.run`)."""
-        try:
-            await self.declare(spec)
-        except BaseException:
-            _close_fds(encoded.fds)
-            raise
+        declared = self.declared.get(spec.name)
+        if declared is None or not declared.done() or declared.exception() is not None:
+            try:
+                await self.declare(spec)
+            except BaseException:
+                _close_fds(encoded.fds)
+                raise
         call_id = next(self._ids)
         reply = self._expect(call_id)
         target = protocol.call_target(spec.name, label)
