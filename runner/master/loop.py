@@ -5,9 +5,10 @@ them.
 Signal handlers only queue the signal (and `signal.set_wakeup_fd` wakes the poll); the loop
 then calls `handle_<name>`. The master owns its collaborators and calls them by name:
 `Supervision` judges (heartbeat, recycling, --reload), `ControlServices` answers status and
-metrics, `ListenerSets` hands out --reuse-port sockets, `CrashLoop` counts fast deaths. Kills
-have one schedule: `WorkerRecord.kill_at`. The master never creates threads or an event loop,
-so forking from it is safe.
+metrics, `ListenerSets` hands out --reuse-port sockets, `CrashLoop` counts fast deaths,
+`CpuTier` runs the host-wide CPU tier's broker. Kills have one schedule:
+`WorkerRecord.kill_at`. The master never creates threads or an event loop, so forking from it
+is safe.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from .. import __version__
 from ..control.channel import STOP_REPLACED, STOP_SERVER, EventReader, Scoreboard
-from ..errors import EXIT_APP_LOAD, EXIT_FAILURE, EXIT_OK
+from ..errors import EXIT_FAILURE, EXIT_OK
 from ..logsetup import reopen_log_files
 from ..settings.options import Settings
 from ..sockets.binding import close_all, describe, remove_unix_files
@@ -161,7 +162,7 @@ class Master:
                 self._signal(worker, signal.SIGKILL)
                 worker.kill_at = None
             elif not worker.ready and not worker.retiring and now - worker.born > READY_TIMEOUT:
-                self._boot_timed_out(worker)
+                self.exits.boot_timed_out(worker, READY_TIMEOUT)
 
     def _act_on(self, verdict: Verdict, now: float) -> None:
         if verdict.kind == "reload":
@@ -360,20 +361,6 @@ class Master:
         self.board.release(worker.slot)
         self.supervision.worker_gone(worker.pid)
         self.exits.on_exit(worker, status, was_replacement=self.rolling.forget(worker.pid))
-
-    def _boot_timed_out(self, worker: WorkerRecord) -> None:
-        log.error(
-            "worker %d (pid %d) not ready after %gs; killing it",
-            worker.worker_id,
-            worker.pid,
-            READY_TIMEOUT,
-        )
-        worker.failure = {
-            "code": EXIT_APP_LOAD,
-            "message": f"worker {worker.worker_id} did not become ready within {READY_TIMEOUT:g}s",
-        }
-        self._signal(worker, signal.SIGKILL)
-        worker.ready = True  # do not time it out twice
 
     # ---- stopping --------------------------------------------------------------------
 
