@@ -14,16 +14,11 @@ import importlib
 import multiprocessing.forkserver
 import os
 import pickle
-import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from tornado_run.runner import lifecycle
-
 _PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
 _resolved: dict[tuple[str, str], Callable[..., Any]] = {}
-_skip_flags: Any = None  # in a pool child: the shared per-slot "withdrawn" flags
 _references: dict[Callable[..., Any], tuple[str, str] | None] = {}
 
 
@@ -86,44 +81,18 @@ def pickle_error(fn: Callable[..., Any], error: Exception) -> TypeError:
 
 def pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Pickle one call for `run_packed`, raising `TypeError` naming what cannot be pickled."""
-    ref = target_of(fn)
     try:
-        return pickle.dumps((ref or fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((target_of(fn), args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
     except _PICKLE_ERRORS as error:
-        raise TypeError(
-            f"the arguments of {describe(fn)}() cannot be sent to a process pool: {error}; "
-            "pass plain data (numbers, strings, lists, dicts, dataclasses)"
-        ) from None
-
-
-def use_skip_flags(flags: Any) -> None:
-    """Pool child initializer: die with the process that forked this child, and keep the
-    shared flags that mark withdrawn calls."""
-    global _skip_flags
-    _die_with_parent()
-    _skip_flags = flags
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this pool child when its parent (the forkserver) exits.
-
-    The forkserver exits as soon as the web worker that owns the pool dies, even by SIGKILL,
-    so a busy pool child never outlives its web worker by the length of its task.
-    """
-    release_forkserver()
-    if not sys.platform.startswith("linux"):
-        return
-    lifecycle.set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+        raise pickle_error(fn, error) from None
 
 
 def release_forkserver() -> None:
-    """Close this child's copy of the forkserver's keep-alive pipe.
+    """Close this forkserver child's copy of the forkserver's keep-alive pipe.
 
     multiprocessing hands every forkserver child that pipe's write end, so the forkserver
-    outlives its owner for as long as any child lives; a busy pool child would then keep the
-    forkserver, and so itself, alive after its web worker is gone.
+    outlives its owner for as long as any child lives; a pool's zygote would then keep the
+    forkserver, and so itself, alive after the process that owns the pool is gone.
     """
     server = getattr(multiprocessing.forkserver, "_forkserver", None)
     fd = getattr(server, "_forkserver_alive_fd", None)
@@ -152,11 +121,9 @@ def resolve(target: Any) -> Callable[..., Any]:
     return fn
 
 
-def run_packed(payload: bytes, slot: int = -1) -> bytes:
-    """Child side: resolve and call the function, and return its pickled result. A call
-    whose slot is flagged was withdrawn before it started: it is skipped."""
-    if slot >= 0 and _skip_flags is not None and _skip_flags[slot]:
-        return b""
+def run_packed(payload: bytes) -> bytes:
+    """Child side (a caller's own executor): resolve and call the function, and return its
+    pickled result."""
     target, args, kwargs = pickle.loads(payload)
     fn = resolve(target)
     result = fn(*args, **kwargs)

@@ -45,6 +45,20 @@ def auto_process_count() -> int:
     return lifecycle.usable_cores()
 
 
+_labels: dict[Any, str] = {}
+
+
+def _label(fn: Callable[..., Any]) -> str:
+    """How error messages name a call of `fn`, e.g. "app.fib()" (cached: it runs per call)."""
+    try:
+        return _labels[fn]
+    except KeyError:
+        label = _labels[fn] = f"{pickling.describe(fn)}()"
+        return label
+    except TypeError:  # an unhashable callable
+        return f"{pickling.describe(fn)}()"
+
+
 class _Engine:
     """The zygote and dispatcher serving one event loop."""
 
@@ -53,6 +67,11 @@ class _Engine:
         self.dispatcher = dispatcher
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
+
+    @property
+    def stale(self) -> bool:
+        """True once the zygote is gone: a new engine must replace this one."""
+        return not self.zygote.alive
 
     def stop(self) -> None:
         """Stop from any thread: the dispatcher on its loop, then the zygote."""
@@ -112,12 +131,14 @@ class ProcessPool:
         except BaseException:
             request.close()
             raise
-        try:
-            engine = await self._engine_here()
-        except BaseException:
-            request.close()
-            self._admission.release()
-            raise
+        engine = self._engine
+        if engine is None or engine.loop is not asyncio.get_running_loop() or engine.stale:
+            try:
+                engine = await self._engine_here()
+            except BaseException:
+                request.close()
+                self._admission.release()
+                raise
         try:
             reply = await self._call(engine, request, fn, timeout)
         finally:
@@ -137,7 +158,7 @@ class ProcessPool:
         call = engine.dispatcher.submit(
             request,
             timeout=limit or 0.0,
-            label=f"{pickling.describe(fn)}()",
+            label=_label(fn),
         )
         try:
             return await call.future
@@ -156,7 +177,7 @@ class ProcessPool:
         zygote died or the loop changed)."""
         engine = self._engine
         loop = asyncio.get_running_loop()
-        if engine is not None and engine.loop is loop and engine.zygote.alive:
+        if engine is not None and engine.loop is loop and not engine.stale:
             return engine
         if engine is not None:
             self._engine = None

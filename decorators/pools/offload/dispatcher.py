@@ -105,7 +105,7 @@ class Dispatcher:
         self._on_start_failure = on_start_failure
         self._loop = asyncio.get_running_loop()
         self._children: list[_Child] = []
-        self._idle: deque[_Child] = deque()
+        self._idle: list[_Child] = []  # the most recently used last: it is taken first
         self._queue: deque[Call] = deque()
         self._busy = 0
         self._spawned = 0
@@ -273,11 +273,13 @@ class Dispatcher:
     def _pump(self) -> None:
         """Hand queued calls to idle processes."""
         while self._queue and self._idle:
-            child = self._idle.popleft()
+            # Last in, first out: a process that just answered is still awake and warm in
+            # cache; one at a time, calls then stay on one process instead of waking each.
+            child = self._idle.pop()
             call = self._queue.popleft()
             if call.future.done():  # cancelled without `cancel()`
                 _drop_request(call)
-                self._idle.appendleft(child)
+                self._idle.append(child)
                 continue
             if not self._send(child, call):
                 self._queue.appendleft(call)  # the process was dead before it got the call
