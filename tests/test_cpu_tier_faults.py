@@ -162,3 +162,20 @@ def test_sigkill_of_the_master_leaves_no_tier_process(server: Server, tmp_path: 
     assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     server.kill()
     requests.join(30)
+
+
+@pytest.mark.timeout(90)
+def test_a_broker_that_keeps_dying_at_start_is_a_crash_loop_exit_3(server: Server) -> None:
+    killed: set[int] = set()
+
+    def kill_the_broker() -> bool:
+        for broker in server.tier():
+            if broker.pid not in killed:
+                killed.add(broker.pid)
+                broker.kill()
+        return server.proc.poll() is not None
+
+    until(kill_the_broker, "the master to give up on the tier", timeout=60)
+    assert server.wait(10) == 3
+    assert "crash loop: the cpu tier died 5 times" in server.log()
+    assert len(killed) >= 5

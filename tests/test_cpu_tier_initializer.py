@@ -56,3 +56,13 @@ def test_an_initializer_that_raises_stops_tornado_run_with_exit_3_and_its_traceb
     assert "FileNotFoundError: model.bin: no such model file" in log
     assert "in load_missing_model" in log  # the initializer's own frame
     assert "Ready:" not in log
+
+
+@pytest.mark.timeout(60)
+def test_pool_processes_that_die_as_they_start_stop_tornado_run_with_exit_3(
+    launch: Callable[..., Server],
+) -> None:
+    server = launch("dying_init_app:application", app_dir=TIER_APPS, wait_ready=False)
+    assert server.wait(45) == 3
+    assert "exit code 7" in server.log()
+    assert "Ready:" not in server.log()

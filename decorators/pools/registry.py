@@ -25,6 +25,7 @@ from .executor import ExecutorPool
 from .process import ProcessPool
 from .thread import ThreadPool
 from .tier.client import TierPool
+from .tier.protocol import describe_failure
 
 log = logging.getLogger("tornado_run.pools")
 
@@ -169,13 +170,7 @@ async def declare_to_tier() -> None:
             try:
                 await pool.declare()
             except Exception as error:
-                raise lifecycle.BootFailed(_failure_text(name, error)) from None
-
-
-def _failure_text(name: str, error: BaseException) -> str:
-    where = str(error.__cause__).strip().strip('"').strip() if error.__cause__ else ""
-    headline = f"the initializer of pool {name!r} raised {type(error).__name__}: {error}"
-    return f"{headline}\n{where}" if where else headline
+                raise lifecycle.BootFailed(describe_failure(name, error)) from None
 
 
 def for_executor(executor: Executor) -> Pool:

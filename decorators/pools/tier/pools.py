@@ -10,7 +10,6 @@ import logging
 import os
 from collections.abc import Callable
 
-from tornado.web import HTTPError
 from tornado_run.runner import lifecycle
 
 from ...errors import Overloaded, TaskTimeout, WorkerCrashed
@@ -19,7 +18,7 @@ from ..api import PoolSpec, PoolStats
 from ..offload import child, wire
 from ..offload.dispatcher import Call, Dispatcher, StartFailure
 from ..offload.zygote import Spawner
-from .protocol import Reply
+from .protocol import Reply, describe_failure, message_of
 
 log = logging.getLogger("tornado_run.tier")
 
@@ -57,8 +56,9 @@ class HostPool:
         call = self.dispatcher.submit(probe, timeout=None, label="the pool's first call")
         try:
             reply = await call.future
-        except WorkerCrashed as error:
-            self.ready.set_result(wire.encode_error(error).frame(wire.INIT_FAILED))
+        except WorkerCrashed as error:  # died before answering: no traceback to show
+            crashed = WorkerCrashed(message_of(error), exitcode=error.exitcode)
+            self.ready.set_result(wire.encode_error(crashed).frame(wire.INIT_FAILED))
             return
         if reply.kind == wire.INIT_FAILED:
             self.ready.set_result(reply)
@@ -131,22 +131,12 @@ class HostPool:
         return bool(running["busy"] or running["queued"])
 
 
-def message_of(error: BaseException) -> str:
-    """The message an HTTPError-based error was raised with (without "HTTP 500: ...")."""
-    if isinstance(error, HTTPError) and error.log_message:
-        return str(error.log_message % error.args)
-    return str(error)
-
-
 def failure_text(name: str, reply: wire.Frame) -> str:
-    """The initializer's exception in an INIT_FAILED reply: a headline, then its traceback."""
+    """The failure in an INIT_FAILED reply: a headline, then the initializer's traceback."""
     try:
         wire.decode_reply(reply)
     except BaseException as error:
-        cause = error.__cause__
-        where = str(cause).strip().strip('"').strip() if cause is not None else ""
-        headline = f"the initializer of pool {name!r} raised {type(error).__name__}: "
-        return f"{headline}{message_of(error)}\n{where}" if where else headline + str(error)
+        return describe_failure(name, error)
     return f"the initializer of pool {name!r} failed"
 
 

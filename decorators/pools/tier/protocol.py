@@ -11,6 +11,9 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 
+from tornado.web import HTTPError
+
+from ...errors import WorkerCrashed
 from ..api import PoolSpec
 from ..offload import wire
 
@@ -48,6 +51,24 @@ def call_target(pool: str, label: str) -> str:
 def split_target(field: str) -> tuple[str, str]:
     pool, _, label = field.partition(":")
     return pool, label or "the call"
+
+
+def describe_failure(pool: str, error: BaseException) -> str:
+    """A pool's start failure for the log: the initializer's exception and its remote
+    traceback, or a process that died before its first call."""
+    if isinstance(error, WorkerCrashed):
+        return f"the processes of pool {pool!r} die as they start: {message_of(error)}"
+    cause = error.__cause__
+    where = str(cause).strip().strip('"').strip() if cause is not None else ""
+    headline = f"the initializer of pool {pool!r} raised {type(error).__name__}: {error}"
+    return f"{headline}\n{where}" if where else headline
+
+
+def message_of(error: BaseException) -> str:
+    """The message an HTTPError-based error was raised with (without "HTTP 500: ...")."""
+    if isinstance(error, HTTPError) and error.log_message:
+        return str(error.log_message % error.args)
+    return str(error)
 
 
 def error_reply(error: BaseException, call_id: int) -> wire.Frame:
