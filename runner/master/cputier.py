@@ -186,10 +186,10 @@ class CpuTier:
         return [g.handle.pid for g in self._all() if g.handle is not None]
 
     def close(self) -> None:
-        """At the master's exit: kill what is left, close the sockets, remove the folder."""
+        """At the master's exit, once it has killed and reaped `pids()`: close the sockets and
+        pipes, remove the folder."""
         for gen in self._all():
-            if gen.handle is not None:
-                gen.handle.kill()
+            gen.handle = None
             if gen.events is not None:
                 gen.events.close()
             gen.listener.close()
