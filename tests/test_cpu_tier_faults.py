@@ -114,6 +114,7 @@ def test_a_killed_web_worker_leaves_the_tier_serving_the_others(
 ) -> None:
     broker = server.tier()[0]
     size = len(pool_pids(server))
+    fds_before = settled_fds(broker)
     mark = tmp_path / "orphan"
     requests = Background(server)
     requests.start(f"/nap?s=1&mark={mark}")
@@ -127,6 +128,11 @@ def test_a_killed_web_worker_leaves_the_tier_serving_the_others(
     assert server.tier() == [broker]
     assert pool_pid in wait_for_pool_size(server, size)  # its call ran on; result dropped
     until(lambda: len(server.workers()) == 2, "the master to replace the worker")
+    replacement = ({p.pid for p in server.workers()} - {worker}).pop()
+    for _ in range(60):  # until the new worker has connected to the tier too
+        if get_json(server, "/burn?ms=1")[1]["worker"] == replacement:
+            break
+    assert settled_fds(broker) == fds_before  # the dead worker's link is gone
 
 
 @pytest.mark.timeout(90)

@@ -59,7 +59,7 @@ class CpuLoad:
 
 @pytest.mark.timeout(120)
 def test_hup_under_cpu_calls_fails_none_and_replaces_every_tier_process(
-    launch: Callable[..., Server],
+    launch: Callable[..., Server], tmp_path: Path
 ) -> None:
     server = launch("tier_app:application", "--workers", "2", app_dir=TIER_APPS)
     with CpuLoad(server) as load:
@@ -67,6 +67,10 @@ def test_hup_under_cpu_calls_fails_none_and_replaces_every_tier_process(
         old_tree = tier_tree(server)
         old_pool_pids = set(load.pool_pids)
         assert old_pool_pids and {p.pid for p in old_tree} >= old_pool_pids
+        mark = tmp_path / "long"
+        long_call = Background(server)
+        long_call.start(f"/nap?s=3&mark={mark}")  # in flight on the old tier across the HUP
+        until(mark.exists, "the long call to start")
         server.send_signal(signal.SIGHUP)
         server.wait_for_log(r"Reload complete", timeout=60)
         until(
@@ -77,6 +81,8 @@ def test_hup_under_cpu_calls_fails_none_and_replaces_every_tier_process(
         load.pool_pids.clear()
         load.wait_for(50)
     assert not load.failures, load.failures[:5]
+    (code, body), *_ = long_call.join(30).values()
+    assert code == 200 and body["pid"] in old_pool_pids, body
     new_tree = tier_tree(server)
     assert new_tree and not {p.pid for p in new_tree} & {p.pid for p in old_tree}
     assert load.pool_pids and not load.pool_pids & old_pool_pids
