@@ -92,6 +92,7 @@ class _Engine:
             with contextlib.suppress(RuntimeError):
                 self.dispatcher.close()
         self.zygote.close()
+        wire.spares.drop()
 
 
 class ProcessPool:
@@ -238,5 +239,6 @@ class ProcessPool:
             await engine.dispatcher.drain(timeout)
             engine.dispatcher.close()
             await run_in_thread(engine.zygote.close, f"close-pool-{self.spec.name}")
+            wire.spares.drop()
         else:
             await run_in_thread(engine.stop, f"close-pool-{self.spec.name}")

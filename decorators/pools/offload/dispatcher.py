@@ -113,6 +113,7 @@ class Dispatcher:
         self._broken: StartFailure | None = None
         self._closed = False
         self._next_id = 0
+        self._spawning: set[asyncio.Task[None]] = set()
 
     # --- public API --------------------------------------------------------------------------
 
@@ -211,12 +212,14 @@ class Dispatcher:
         while len(self._children) < self.size:
             child = _Child(next(free))
             self._children.append(child)
-            self._loop.create_task(self._spawn(child))
+            task = self._loop.create_task(self._spawn(child))
+            self._spawning.add(task)
+            task.add_done_callback(self._spawning.discard)
 
     async def _spawn(self, child: _Child) -> None:
         try:
             handle = await self._spawner.spawn(self.pool, child.index, self._init)
-        except ZygoteGone as error:
+        except (ZygoteGone, OSError, RuntimeError) as error:
             self._forget(child)
             self._crash_loop(StartFailure(f"pool {self.pool!r} cannot start processes: {error}"))
             return
