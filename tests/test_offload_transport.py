@@ -184,3 +184,20 @@ def test_pickling_a_memoryview_deep_inside_works_where_the_stdlib_refuses() -> N
         pickle.dumps(value)
     back = run(lambda: echo(value))
     assert bytes(back["a"][0][0]) == b"abc"
+
+
+def test_pool_errors_cross_the_wire_with_their_status_and_fields() -> None:
+    from tornado_run.decorators import Overloaded, TaskTimeout, WorkerCrashed
+
+    sent = [
+        Overloaded("full", retry_after=3.2),
+        TaskTimeout("slow", timeout=2.0),
+        WorkerCrashed("died", exitcode=-9),
+    ]
+    got = []
+    for error in sent:
+        with pytest.raises(type(error)) as caught:
+            wire.decode_reply(wire.encode_error(error).frame(wire.ERROR))
+        got.append(caught.value)
+    assert [e.status_code for e in got] == [503, 504, 500]
+    assert (got[0].retry_after, got[1].timeout, got[2].exitcode) == (4, 2.0, -9)
