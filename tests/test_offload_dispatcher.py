@@ -174,3 +174,23 @@ def test_a_killed_zygote_takes_its_pool_processes_and_fails_their_calls(zygote: 
     while psutil.pid_exists(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not psutil.pid_exists(pid)
+
+
+def test_a_forked_zygote_serves_calls_and_leaves_nothing_at_close() -> None:
+    forked = Zygote.start("fork")  # the CPU tier's broker forks its zygote like this
+
+    async def main(zygote: Zygote) -> tuple[int, int]:
+        dispatcher = Dispatcher("forked", 1, zygote)
+        pid = await result(submit(dispatcher, pid_after, 0))
+        parent = psutil.Process(pid).ppid()
+        dispatcher.close()
+        return pid, parent
+
+    pid, parent = run(forked, main)
+    assert parent == forked.pid and psutil.Process(forked.pid).ppid() == os.getpid()
+    forked.close()
+    assert not psutil.pid_exists(forked.pid)
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not psutil.pid_exists(pid)

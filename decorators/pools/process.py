@@ -92,6 +92,7 @@ class _Engine:
             with contextlib.suppress(RuntimeError):
                 self.dispatcher.close()
         self.zygote.close()
+        wire.spares.drop()
 
 
 class ProcessPool:
@@ -139,8 +140,20 @@ class ProcessPool:
                 request.close()
                 self._admission.release()
                 raise
+        limit = self.spec.timeout if timeout is None else timeout
+        dispatcher = engine.dispatcher
         try:
-            reply = await self._call(engine, request, fn, timeout)
+            call = dispatcher.submit(request, timeout=limit or 0.0, label=_label(fn))
+            reply = await call.future
+        except asyncio.CancelledError:
+            dispatcher.cancel(call, kill=self._cancel_running)
+            raise
+        except TaskTimeout:
+            self._admission.timed_out += 1
+            raise
+        except WorkerCrashed:
+            self._admission.crashed += 1
+            raise
         finally:
             self._admission.release()
         try:
@@ -150,27 +163,6 @@ class ProcessPool:
             raise
         self._admission.completed += 1
         return result
-
-    async def _call(
-        self, engine: _Engine, request: wire.Frame, fn: Callable[..., Any], timeout: float | None
-    ) -> wire.Frame:
-        limit = self.spec.timeout if timeout is None else timeout
-        call = engine.dispatcher.submit(
-            request,
-            timeout=limit or 0.0,
-            label=_label(fn),
-        )
-        try:
-            return await call.future
-        except asyncio.CancelledError:
-            engine.dispatcher.cancel(call, kill=self._cancel_running)
-            raise
-        except TaskTimeout:
-            self._admission.timed_out += 1
-            raise
-        except WorkerCrashed:
-            self._admission.crashed += 1
-            raise
 
     async def _engine_here(self) -> _Engine:
         """The engine serving the running loop, started on first use (and again after its
@@ -238,5 +230,6 @@ class ProcessPool:
             await engine.dispatcher.drain(timeout)
             engine.dispatcher.close()
             await run_in_thread(engine.zygote.close, f"close-pool-{self.spec.name}")
+            wire.spares.drop()
         else:
             await run_in_thread(engine.stop, f"close-pool-{self.spec.name}")

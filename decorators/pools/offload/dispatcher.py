@@ -18,68 +18,20 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypedDict
 
 from tornado_run.runner import lifecycle
 
 from ...errors import TaskTimeout, WorkerCrashed
 from . import wire
+from .calls import Call as Call
+from .calls import Child, drop_request
+from .calls import DispatchStats as DispatchStats
+from .calls import StartFailure as StartFailure
 from .zygote import ChildHandle, Spawner, ZygoteGone
 
 _EXIT_WAIT = 2.0  # seconds to wait for a dead process's exit code before reporting without
 _EARLY = 2.0  # a process that dies this soon after its start, having answered nothing, ...
 _CRASH_LOOP = 3  # ... this many times in a row is a crash loop: stop respawning
-
-
-class DispatchStats(TypedDict):
-    size: int  # processes the pool keeps
-    alive: int  # processes up (idle or busy)
-    busy: int  # calls running
-    queued: int  # calls waiting for a process
-    spawned: int  # processes started since creation (replacements included)
-
-
-class StartFailure(WorkerCrashed):
-    """The pool's processes die at start (a crash loop); the dispatcher stops respawning
-    until the next `submit`. `reply` is the INIT_FAILED frame when the initializer raised."""
-
-    def __init__(self, message: str, *, exitcode: int | None = None) -> None:
-        super().__init__(message, exitcode=exitcode)
-
-
-class Call:
-    """A submitted call. `future` resolves to the reply frame (whose fds the awaiting side
-    owns) or fails with `TaskTimeout`, `WorkerCrashed` (or `StartFailure`); it is cancelled
-    when the call is withdrawn with `Dispatcher.cancel`."""
-
-    __slots__ = ("child", "future", "label", "request", "timeout", "timer")
-
-    def __init__(self, request: wire.Frame, future: asyncio.Future[wire.Frame], label: str):
-        self.request: wire.Frame | None = request
-        self.future = future
-        self.label = label
-        self.timeout = 0.0
-        self.timer: asyncio.TimerHandle | None = None
-        self.child: _Child | None = None
-
-    @property
-    def running(self) -> bool:
-        """True once the call was handed to a pool process."""
-        return self.child is not None
-
-
-@dataclass(eq=False)
-class _Child:
-    index: int
-    handle: ChildHandle | None = None
-    call: Call | None = None
-    reader: wire.FrameReader | None = None
-    outbox: tuple[bytes, list[int]] | None = None  # unsent rest of a frame, fds not yet sent
-    retire: bool = False  # replace once the running call ends
-    answered: bool = False  # answered at least one call
-    started: float = 0.0
-    call_id: int = 0  # id of the frame sent for `call`
 
 
 class Dispatcher:
@@ -104,8 +56,8 @@ class Dispatcher:
         self._init = init
         self._on_start_failure = on_start_failure
         self._loop = asyncio.get_running_loop()
-        self._children: list[_Child] = []
-        self._idle: list[_Child] = []  # the most recently used last: it is taken first
+        self._children: list[Child] = []
+        self._idle: list[Child] = []  # the most recently used last: it is taken first
         self._queue: deque[Call] = deque()
         self._busy = 0
         self._spawned = 0
@@ -113,6 +65,7 @@ class Dispatcher:
         self._broken: StartFailure | None = None
         self._closed = False
         self._next_id = 0
+        self._spawning: set[asyncio.Task[None]] = set()
 
     # --- public API --------------------------------------------------------------------------
 
@@ -153,7 +106,7 @@ class Dispatcher:
         if child is None:
             with contextlib.suppress(ValueError):
                 self._queue.remove(call)
-            _drop_request(call)
+            drop_request(call)
             return True
         if kill and child.call is call:
             self._kill(child)
@@ -209,14 +162,16 @@ class Dispatcher:
         used = {child.index for child in self._children}
         free = (index for index in range(len(self._children) + self.size) if index not in used)
         while len(self._children) < self.size:
-            child = _Child(next(free))
+            child = Child(next(free))
             self._children.append(child)
-            self._loop.create_task(self._spawn(child))
+            task = self._loop.create_task(self._spawn(child))
+            self._spawning.add(task)
+            task.add_done_callback(self._spawning.discard)
 
-    async def _spawn(self, child: _Child) -> None:
+    async def _spawn(self, child: Child) -> None:
         try:
             handle = await self._spawner.spawn(self.pool, child.index, self._init)
-        except ZygoteGone as error:
+        except (ZygoteGone, OSError, RuntimeError) as error:
             self._forget(child)
             self._crash_loop(StartFailure(f"pool {self.pool!r} cannot start processes: {error}"))
             return
@@ -232,7 +187,7 @@ class Dispatcher:
         self._idle.append(child)
         self._pump()
 
-    def _forget(self, child: _Child) -> None:
+    def _forget(self, child: Child) -> None:
         """Drop `child` from the books and release its socket (its process is dead or dying)."""
         with contextlib.suppress(ValueError):
             self._children.remove(child)
@@ -255,7 +210,7 @@ class Dispatcher:
             child.call = None
             self._busy -= 1
 
-    def _kill(self, child: _Child, *, replace: bool = True) -> None:
+    def _kill(self, child: Child, *, replace: bool = True) -> None:
         handle = child.handle
         self._forget(child)
         if handle is not None:
@@ -263,7 +218,7 @@ class Dispatcher:
         if replace:
             self._fill()
 
-    def _retire(self, child: _Child) -> None:
+    def _retire(self, child: Child) -> None:
         """Stop an idle process gracefully (EOF ends its loop) and start its replacement."""
         self._forget(child)
         self._fill()
@@ -278,13 +233,13 @@ class Dispatcher:
             child = self._idle.pop()
             call = self._queue.popleft()
             if call.future.done():  # cancelled without `cancel()`
-                _drop_request(call)
+                drop_request(call)
                 self._idle.append(child)
                 continue
             if not self._send(child, call):
                 self._queue.appendleft(call)  # the process was dead before it got the call
 
-    def _send(self, child: _Child, call: Call) -> bool:
+    def _send(self, child: Child, call: Call) -> bool:
         assert child.handle is not None and call.request is not None
         request = call.request
         self._next_id += 1
@@ -313,7 +268,7 @@ class Dispatcher:
             self._loop.add_writer(sock.fileno(), self._flush, child)
         return True
 
-    def _flush(self, child: _Child) -> None:
+    def _flush(self, child: Child) -> None:
         if child.outbox is None or child.handle is None:
             return
         data, fds = child.outbox
@@ -330,7 +285,7 @@ class Dispatcher:
         if child.outbox is None:
             self._loop.remove_writer(child.handle.sock.fileno())
 
-    def _readable(self, child: _Child) -> None:
+    def _readable(self, child: Child) -> None:
         handle, reader = child.handle, child.reader
         if handle is None or reader is None:
             return
@@ -349,7 +304,7 @@ class Dispatcher:
         if not alive and child.handle is handle:
             self._died(child)
 
-    def _reply(self, child: _Child, frame: wire.Frame) -> None:
+    def _reply(self, child: Child, frame: wire.Frame) -> None:
         call = child.call
         if frame.kind == wire.INIT_FAILED:
             self._init_failed(child, frame)
@@ -373,7 +328,7 @@ class Dispatcher:
             self._idle.append(child)
             self._pump()
 
-    def _init_failed(self, child: _Child, frame: wire.Frame) -> None:
+    def _init_failed(self, child: Child, frame: wire.Frame) -> None:
         """The initializer raised: the call on this process (or else the oldest queued one)
         gets the INIT_FAILED frame; the rest of the queue fails with `StartFailure`."""
         call = child.call
@@ -384,13 +339,13 @@ class Dispatcher:
         if call is not None and not call.future.done():
             if call.timer is not None:
                 call.timer.cancel()
-            _drop_request(call)
+            drop_request(call)
             call.future.set_result(frame)
         else:
             frame.close()
         self._crash_loop(failure)
 
-    def _died(self, child: _Child) -> None:
+    def _died(self, child: Child) -> None:
         """A process's socket closed (it died): fail its call with the exit status, replace it."""
         handle, call = child.handle, child.call
         early = not child.answered and time.monotonic() - child.started < _EARLY
@@ -436,7 +391,7 @@ class Dispatcher:
         if child is None:
             with contextlib.suppress(ValueError):
                 self._queue.remove(call)
-            _drop_request(call)
+            drop_request(call)
             message = f"{call.label} timed out after {call.timeout:g}s before it started"
         else:
             if child.call is call:
@@ -447,12 +402,6 @@ class Dispatcher:
     def _fail(self, call: Call, error: BaseException) -> None:
         if call.timer is not None:
             call.timer.cancel()
-        _drop_request(call)
+        drop_request(call)
         if not call.future.done():
             call.future.set_exception(error)
-
-
-def _drop_request(call: Call) -> None:
-    request, call.request = call.request, None
-    if request is not None:
-        request.close()

@@ -1,322 +1,53 @@
-"""Frames between a caller and its pool processes over AF_UNIX stream sockets.
+"""Frames between a caller and its pool processes over AF_UNIX stream sockets: encoding
+calls, results and errors, sending and reassembling frames with their fds.
 
-A frame is a fixed header (`HEADER`: kind, flags, call id, timeout, body length, fd count,
-pool-name length), the pool name, the body, and up to `MAX_FDS` file descriptors sent with
-SCM_RIGHTS in the same `sendmsg` as the frame's first byte. Relays (the CPU tier's broker)
-read the header and forward body and fds untouched.
-
-Bodies are pickle protocol 5. Buffers pickle hands out of band (numpy arrays) and large
-`bytes`, `bytearray` and `memoryview` values (at least `OUT_OF_BAND` bytes; wrapped before
-pickling, since pickle's fast path for bytes skips every hook) go into ONE memfd together with
-the pickle itself; the frame then carries `FLAG_MEMFD`, the memfd as its first fd and a small
-table as its body. The receiver reads a `bytes`/`bytearray` straight into the new object, maps
-the memfd for the rest (numpy arrays and memoryviews become views of the mapping) and closes
-the fd at once: the shared memory lives only as long as the fds and mappings that refer to
-it, so a process that dies leaks nothing and no name is left in /dev/shm.
+Relays (the CPU tier's broker) read the header and forward body and fds untouched. The frame
+itself is `frame.Frame`; payloads and their memfds are `payload`'s; both are re-exported
+here, so callers need only this module.
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
-import copyreg
-import io
-import mmap
 import os
 import pickle
 import socket
-import struct
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-# Frame kinds. 1-31 belong to the offload transport; a relay may define its own from 32 up.
-CALL = 1  # caller -> pool process: a pickled (fn, args, kwargs)
-RESULT = 2  # pool process -> caller: a pickled return value
-ERROR = 3  # pool process -> caller: a pickled exception with its traceback text
-INIT_FAILED = 4  # pool process -> caller: the initializer raised (an ERROR body); it exits
-SPAWN = 8  # dispatcher -> zygote: fork a pool process (body: pickled spawn request)
-SPAWNED = 9  # zygote -> dispatcher: body is the pid (u32), fd 0 is the child's socket
-KILL = 10  # dispatcher -> zygote: SIGKILL pid (body u32), if it is still unreaped
-EXITED = 11  # zygote -> dispatcher: body is pid (u32) and exit code (i32, -signal)
-HELLO = 12  # zygote -> dispatcher: the zygote is up and serving
-FIRST_RELAY_KIND = 32
+from .frame import CALL as CALL
+from .frame import ERROR as ERROR
+from .frame import EXITED as EXITED
+from .frame import FIRST_RELAY_KIND as FIRST_RELAY_KIND
+from .frame import FLAG_MEMFD as FLAG_MEMFD
+from .frame import HEADER as HEADER
+from .frame import HELLO as HELLO
+from .frame import INIT_FAILED as INIT_FAILED
+from .frame import KILL as KILL
+from .frame import MAX_BODY as MAX_BODY
+from .frame import MAX_FDS as MAX_FDS
+from .frame import RESULT as RESULT
+from .frame import SPAWN as SPAWN
+from .frame import SPAWNED as SPAWNED
+from .frame import Frame as Frame
+from .frame import WireError as WireError
+from .payload import OUT_OF_BAND as OUT_OF_BAND
+from .payload import Encoded as Encoded
+from .payload import dumps as dumps
+from .payload import dumps_call
+from .payload import loads as loads
+from .payload import spares as spares
 
-FLAG_MEMFD = 1  # fd 0 is a memfd holding the pickle and its out-of-band buffers
-
-HEADER = struct.Struct("<BBQdIBB")  # kind, flags, call id, timeout, body len, fd count, name len
 _HEADER_SIZE = HEADER.size
 _unpack_header = HEADER.unpack_from
-MAX_FDS = 32
-MAX_BODY = 1 << 30
-OUT_OF_BAND = 64 * 1024  # buffers at least this large travel in the memfd
-INLINE_LIMIT = 64 * 1024  # a pickle larger than this goes into the memfd too
-_ALIGN = 64
-_TABLE_HEAD = struct.Struct("<QI")  # pickle length, buffer count
-_TABLE_ENTRY = struct.Struct("<QQI")  # offset, length, flags
-_COPY_BYTES = 1  # the receiver reads this buffer into a new bytes
-_COPY_BYTEARRAY = 2  # ... into a new bytearray; neither: it maps the memfd (no copy)
 _ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 _RECV_FLAGS = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
 _CTRUNC = int(socket.MSG_CTRUNC)  # plain ints: enum flag arithmetic is slow per call
 _SOL_SOCKET = int(socket.SOL_SOCKET)
 _SCM_RIGHTS = int(socket.SCM_RIGHTS)
-
-
-class WireError(Exception):
-    """The peer sent bytes that are not a frame (or more fds than a frame may carry)."""
-
-
-class Frame:
-    """One frame. `fds` are owned by whoever holds the frame: send them or `close()` it."""
-
-    __slots__ = ("body", "call_id", "fds", "flags", "kind", "pool", "timeout")
-
-    def __init__(
-        self,
-        kind: int,
-        call_id: int = 0,
-        body: bytes | memoryview = b"",
-        fds: list[int] | None = None,
-        flags: int = 0,
-        timeout: float = 0.0,
-        pool: str = "",
-    ) -> None:
-        self.kind = kind
-        self.call_id = call_id
-        self.body = body
-        self.fds: list[int] = fds if fds is not None else []
-        self.flags = flags
-        self.timeout = timeout  # seconds; 0 means none
-        self.pool = pool
-
-    def __repr__(self) -> str:
-        return (
-            f"Frame(kind={self.kind}, call_id={self.call_id}, body={len(self.body)} bytes, "
-            f"fds={self.fds}, flags={self.flags}, timeout={self.timeout}, pool={self.pool!r})"
-        )
-
-    def close(self) -> None:
-        """Close the frame's fds (a frame that will not be sent or decoded)."""
-        fds, self.fds = self.fds, []
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-@dataclass
-class Encoded:
-    """A pickled payload ready to become a frame: flags, body and fds (owned)."""
-
-    body: bytes
-    fds: list[int]
-    flags: int
-
-    def frame(self, kind: int, call_id: int = 0, timeout: float = 0.0, pool: str = "") -> Frame:
-        return Frame(kind, call_id, self.body, self.fds, self.flags, timeout, pool)
-
-
-# --- pickling with out-of-band buffers -------------------------------------------------------
-
-
-def _bytes_from(buffer: Any) -> bytes:
-    return buffer if type(buffer) is bytes else bytes(buffer)  # `loads` reads into a bytes
-
-
-def _bytearray_from(buffer: Any) -> bytearray:
-    return buffer if type(buffer) is bytearray else bytearray(buffer)
-
-
-def _memoryview_from(buffer: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
-    view = memoryview(buffer)
-    if fmt == "B" and len(shape) == 1:
-        return view
-    flat: Any = view.cast("B")
-    return flat.cast(fmt, shape)  # type: ignore[no-any-return]
-
-
-def _reduce_memoryview(view: memoryview) -> tuple[Any, ...]:
-    shape = view.shape or (view.nbytes,)
-    if view.nbytes >= OUT_OF_BAND and view.c_contiguous:
-        return _memoryview_from, (pickle.PickleBuffer(view.cast("B")), view.format, shape)
-    return _memoryview_from, (view.tobytes(), view.format, shape)
-
-
-class _OutOfBand:
-    """A large bytes-like value to send out of band (pickle's fast path for `bytes` and
-    `bytearray` skips `reducer_override`, so large ones are wrapped before pickling)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        value = self.value
-        if type(value) is bytes:
-            return _bytes_from, (pickle.PickleBuffer(value),)
-        if type(value) is bytearray:
-            return _bytearray_from, (pickle.PickleBuffer(value),)
-        return _reduce_memoryview(value)
-
-
-_LARGE_KINDS = (bytes, bytearray, memoryview)
-
-
-_PLAIN = frozenset({int, float, str, bool, type(None), complex})
-
-
-def _mark_large(value: Any, depth: int = 1) -> Any:
-    """`value` with large bytes-likes (at the top or inside tuples, lists and dicts up to
-    `depth` levels down) wrapped to go out of band; unchanged containers are kept as they are."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return value
-    if kind in _LARGE_KINDS:
-        return _OutOfBand(value) if memoryview(value).nbytes >= OUT_OF_BAND else value
-    if kind is tuple or kind is list:
-        if depth < 0:
-            return value
-        items = [_mark_large(item, depth - 1) for item in value]
-        if any(new is not old for new, old in zip(items, value, strict=True)):
-            return kind(items)
-        return value
-    if kind is dict and depth >= 0:
-        marked = {key: _mark_large(item, depth - 1) for key, item in value.items()}
-        if any(marked[key] is not item for key, item in value.items()):
-            return marked
-    return value
-
-
-_DISPATCH = {**copyreg.dispatch_table, memoryview: _reduce_memoryview}
-
-
-def dumps(value: Any, *, marked: bool = False) -> Encoded:
-    """Pickle `value`; large buffers and a large pickle go into one memfd. `marked`: the
-    caller already wrapped large bytes-likes (see `_mark_large`)."""
-    if not marked:
-        value = _mark_large(value)
-    buffers: list[pickle.PickleBuffer] = []
-    data: bytes | memoryview
-    try:
-        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    except TypeError:  # a memoryview deeper down: pickle needs our reducer for it
-        buffers.clear()
-        out = io.BytesIO()
-        pickler = pickle.Pickler(out, protocol=5, buffer_callback=buffers.append)
-        pickler.dispatch_table = _DISPATCH
-        pickler.dump(value)
-        data = out.getbuffer()
-    if not buffers and len(data) <= INLINE_LIMIT:
-        return Encoded(bytes(data), [], 0)
-    return _into_memfd(memoryview(data), [b.raw() for b in buffers])
-
-
-def _into_memfd(data: memoryview, views: Sequence[memoryview]) -> Encoded:
-    table = [_TABLE_HEAD.pack(len(data), len(views))]
-    parts: list[memoryview | bytes] = [data]
-    offset = len(data)
-    for view in views:
-        pad = -offset % _ALIGN
-        if pad:
-            parts.append(bytes(pad))
-            offset += pad
-        owner = type(view.obj)
-        bits = _COPY_BYTES if owner is bytes else _COPY_BYTEARRAY if owner is bytearray else 0
-        table.append(_TABLE_ENTRY.pack(offset, view.nbytes, bits))
-        parts.append(view)
-        offset += view.nbytes
-    fd = os.memfd_create("tornado-run-call", os.MFD_CLOEXEC)
-    try:
-        os.ftruncate(fd, offset)
-        _write_all(fd, parts)
-    except BaseException:
-        os.close(fd)
-        raise
-    return Encoded(b"".join(table), [fd], FLAG_MEMFD)
-
-
-def _write_all(fd: int, parts: list[memoryview | bytes]) -> None:
-    position = 0
-    pending = [memoryview(p).cast("B") for p in parts if len(p)]
-    while pending:
-        written = os.pwritev(fd, pending[:1024], position)
-        position += written
-        while pending and written >= pending[0].nbytes:
-            written -= pending[0].nbytes
-            pending.pop(0)
-        if pending and written:
-            pending[0] = pending[0][written:]
-
-
-def _read_into(fd: int, target: bytearray, offset: int) -> None:
-    view = memoryview(target)
-    done = 0
-    while done < len(target):
-        got = os.preadv(fd, [view[done:]], offset + done)
-        if not got:
-            raise WireError("a memfd shorter than its table")
-        done += got
-
-
-def _read_bytes(fd: int, size: int, offset: int) -> bytes:
-    data = os.pread(fd, size, offset)
-    if len(data) == size:
-        return data  # the usual case: one read, no further copy
-    rest = bytearray(size - len(data))
-    _read_into(fd, rest, offset + len(data))
-    return data + rest
-
-
-def loads(flags: int, body: bytes | memoryview, fds: list[int]) -> Any:
-    """Unpickle a payload; takes ownership of `fds` and closes them.
-
-    A `bytes` or `bytearray` buffer is read from the memfd straight into the object it
-    becomes, so it crosses memory once; other buffers (numpy arrays, memoryviews) are views
-    of a mapping of the memfd, which lives as long as they do."""
-    if not flags & FLAG_MEMFD:
-        for fd in fds:
-            os.close(fd)
-        return pickle.loads(body)
-    if not fds:
-        raise WireError("a memfd frame without its fd")
-    mapped: memoryview | None = None
-    try:
-        fd = fds[0]
-        length, count = _TABLE_HEAD.unpack_from(body, 0)
-        pickled = _read_bytes(fd, length, 0)
-        buffers: list[bytes | bytearray | memoryview] = []
-        for index in range(count):
-            start, size, bits = _TABLE_ENTRY.unpack_from(
-                body, _TABLE_HEAD.size + index * _TABLE_ENTRY.size
-            )
-            if bits & _COPY_BYTES:
-                buffers.append(_read_bytes(fd, size, start))
-            elif bits & _COPY_BYTEARRAY:
-                buffers.append(bytearray(size))
-                _read_into(fd, buffers[-1], start)  # type: ignore[arg-type]
-            else:
-                if mapped is None:
-                    mapped = memoryview(_map(fd))
-                buffers.append(mapped[start : start + size])
-    finally:
-        for fd in fds:
-            os.close(fd)
-    try:
-        return pickle.loads(pickled, buffers=buffers)
-    finally:
-        if mapped is not None:
-            mapped.release()  # slices held by the value keep the mapping alive
-
-
-def _map(fd: int) -> mmap.mmap:
-    # Shared, not private: the sender closed its fd without mapping it, so nobody else sees
-    # these pages, and a private writable mapping would copy every page when populated.
-    size = os.fstat(fd).st_size
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 # --- calls, results and errors ---------------------------------------------------------------
@@ -340,10 +71,7 @@ def _with_remote_traceback(error: BaseException, text: str) -> BaseException:
 
 def encode_call(fn: Callable[..., Any] | tuple[str, str], args: Any, kwargs: Any) -> Encoded:
     """Pickle a call; `fn` is a picklable callable or a (module, qualname) reference."""
-    plain = _PLAIN
-    if not kwargs and all(type(arg) in plain for arg in args):
-        return dumps((fn, args, kwargs), marked=True)
-    return dumps((fn, _mark_large(args), _mark_large(kwargs)), marked=True)
+    return dumps_call(fn, args, kwargs)
 
 
 def decode_call(frame: Frame) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
