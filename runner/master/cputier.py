@@ -171,8 +171,9 @@ class CpuTier:
         return not any(g.handle is not None for g in self._all())
 
     def snapshot(self) -> dict[str, Any]:
-        """What status and metrics show: the current broker's pid, generation and pools."""
-        gen = self.current
+        """What status and metrics show: the newest running broker's pid, generation and
+        pools (an old one while the new generation has not started)."""
+        gen = next((g for g in reversed(self._all()) if g.handle is not None), None)
         if gen is None or gen.handle is None:
             return {}
         return {
