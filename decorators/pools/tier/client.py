@@ -17,7 +17,6 @@ import itertools
 import os
 import pickle
 import socket
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +28,7 @@ from ..admission import Admission
 from ..api import PoolSpec, PoolStats
 from ..offload import wire
 from . import protocol
+from .outbox import Outbox
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 5.0
@@ -44,7 +44,7 @@ class TierLink:
         self.reader = wire.FrameReader()
         self.pending: dict[int, asyncio.Future[wire.Frame]] = {}
         self.declared: dict[str, asyncio.Future[None]] = {}
-        self.outbox: deque[tuple[bytes, list[int]]] = deque()
+        self.outbox: Outbox | None = None
         self._ids = itertools.count(1)
 
     # ---- requests ---------------------------------------------------------------------
@@ -135,43 +135,15 @@ class TierLink:
             ) from None
         sock.setblocking(False)
         self.sock = sock
+        self.outbox = Outbox(loop, sock, lambda error: self._lost(f"writing failed: {error}"))
         loop.add_reader(sock.fileno(), self._readable)
 
     def send(self, frame: wire.Frame) -> None:
-        """Queue `frame` (its fds travel with it); written at once when the socket takes it."""
-        if self.sock is None:
+        """Queue `frame` (its fds travel with it) for the next write."""
+        if self.outbox is None:
             frame.close()
             return
-        self.outbox.append((b"".join(wire.frame_parts(frame)), frame.fds))
-        frame.fds = []
-        if len(self.outbox) == 1:
-            self._flush()
-
-    def _flush(self) -> None:
-        sock = self.sock
-        while self.outbox and sock is not None:
-            data, fds = self.outbox[0]
-            try:
-                sent = sock.sendmsg([data], wire.ancillary(fds))
-            except BlockingIOError:
-                self._loop_of().add_writer(sock.fileno(), self._flush)
-                return
-            except OSError as error:
-                self._lost(f"writing to it failed: {error}")
-                return
-            _close_fds(fds)
-            if sent < len(data):
-                self.outbox[0] = (data[sent:], [])
-                self._loop_of().add_writer(sock.fileno(), self._flush)
-                return
-            self.outbox.popleft()
-        if sock is not None:
-            with contextlib.suppress(ValueError, RuntimeError):
-                self._loop_of().remove_writer(sock.fileno())
-
-    def _loop_of(self) -> asyncio.AbstractEventLoop:
-        assert self.loop is not None
-        return self.loop
+        self.outbox.put(frame)
 
     def _readable(self) -> None:
         sock = self.sock
@@ -197,14 +169,14 @@ class TierLink:
     def _lost(self, why: str) -> None:
         """Fail every call in flight with `WorkerCrashed`; the next call connects again."""
         sock, self.sock = self.sock, None
+        outbox, self.outbox = self.outbox, None
+        if outbox is not None:
+            outbox.close()
         if sock is not None and self.loop is not None and not self.loop.is_closed():
             with contextlib.suppress(ValueError, RuntimeError):
                 self.loop.remove_reader(sock.fileno())
-                self.loop.remove_writer(sock.fileno())
         if sock is not None:
             sock.close()
-        while self.outbox:
-            _close_fds(self.outbox.popleft()[1])
         self.reader.close()
         self.reader = wire.FrameReader()
         pending, self.pending = self.pending, {}

@@ -14,13 +14,13 @@ import contextlib
 import logging
 import os
 import socket
-from collections import deque
 from typing import Protocol
 
 from ..api import PoolSpec
 from ..offload import wire
 from ..offload.dispatcher import Call
 from . import protocol
+from .outbox import Outbox
 from .pools import HostPool
 
 log = logging.getLogger("tornado_run.tier")
@@ -43,7 +43,7 @@ class Link:
         self.loop = asyncio.get_running_loop()
         self.reader = wire.FrameReader()
         self.calls: dict[int, tuple[HostPool, Call]] = {}
-        self.outbox: deque[tuple[bytes, list[int]]] = deque()
+        self.outbox = Outbox(self.loop, sock, lambda error: self.close())
         self.closed = False
         self._declaring: set[asyncio.Future[None]] = set()
         sock.setblocking(False)
@@ -122,34 +122,7 @@ class Link:
 
     def send(self, frame: wire.Frame) -> None:
         """Queue `frame` for the worker (dropped, fds closed, once the link is closed)."""
-        if self.closed:
-            frame.close()
-            return
-        parts = wire.frame_parts(frame)
-        self.outbox.append((b"".join(parts), frame.fds))
-        frame.fds = []
-        if len(self.outbox) == 1:
-            self._flush()
-
-    def _flush(self) -> None:
-        while self.outbox and not self.closed:
-            data, fds = self.outbox[0]
-            try:
-                sent = self.sock.sendmsg([data], wire.ancillary(fds))
-            except BlockingIOError:
-                self.loop.add_writer(self.sock.fileno(), self._flush)
-                return
-            except OSError:
-                self.close()
-                return
-            _close_fds(fds)
-            if sent < len(data):
-                self.outbox[0] = (data[sent:], [])
-                self.loop.add_writer(self.sock.fileno(), self._flush)
-                return
-            self.outbox.popleft()
-        with contextlib.suppress(ValueError, RuntimeError):
-            self.loop.remove_writer(self.sock.fileno())
+        self.outbox.put(frame)
 
     # ---- closing ----------------------------------------------------------------------
 
@@ -161,11 +134,9 @@ class Link:
         for pool, call in list(self.calls.values()):
             pool.dispatcher.cancel(call, kill=False)
         self.calls.clear()
+        self.outbox.close()
         with contextlib.suppress(ValueError, RuntimeError):
             self.loop.remove_reader(self.sock.fileno())
-            self.loop.remove_writer(self.sock.fileno())
-        while self.outbox:
-            _close_fds(self.outbox.popleft()[1])
         self.reader.close()
         self.sock.close()
         self.broker.link_closed(self)
