@@ -20,8 +20,6 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tornado_run.runner import lifecycle
-
 from ...errors import TaskTimeout, WorkerCrashed
 from .. import pickling
 from ..admission import Admission
@@ -281,8 +279,3 @@ def _close_fds(fds: list[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
-
-
-def tier_address() -> str | None:
-    """The broker's socket when this process is a web worker under tornado-run."""
-    return lifecycle.cpu_tier_address()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from typing import Protocol
 
@@ -140,9 +139,3 @@ class Link:
         self.reader.close()
         self.sock.close()
         self.broker.link_closed(self)
-
-
-def _close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)

@@ -126,10 +126,6 @@ class HostPool:
         counted["queued"] = running["queued"]
         return counted
 
-    def busy(self) -> bool:
-        running = self.dispatcher.stats()
-        return bool(running["busy"] or running["queued"])
-
 
 def failure_text(name: str, reply: wire.Frame) -> str:
     """The failure in an INIT_FAILED reply: a headline, then the initializer's traceback."""
