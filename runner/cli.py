@@ -291,7 +291,7 @@ def _serve_here(settings: Settings, sockets: list[socket.socket]) -> int:
         )
     pidfile.write(settings.pid)
     try:
-        return run_worker(WorkerContext(settings, sockets, cpu_share=usable_cores()))
+        return run_worker(WorkerContext(settings, sockets))
     finally:
         remove_unix_files(settings.bind if settings.bind_given else ())
         pidfile.remove(settings.pid)

@@ -11,17 +11,22 @@ about pools.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import inspect
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
+from .control.channel import EventWriter
 from .cpus import usable_cores as usable_cores
 from .master.crashes import describe_exit as describe_exit
 from .master.crashes import describe_exitcode as describe_exitcode
@@ -43,7 +48,8 @@ clients can reconnect at once and reach a new worker."""
 
 # Environment the master sets in each worker (read here so decorators need not know it).
 ENV_WORKER_COUNT = "TORNADO_RUN_WORKER_COUNT"
-ENV_CPU_SHARE = "TORNADO_RUN_CPU_SHARE"
+ENV_CPU_TIER = "TORNADO_RUN_CPU_TIER"
+"""Unix socket path of the CPU tier's broker: set in workers run by a master."""
 ENV_GRACEFUL_TIMEOUT = "TORNADO_RUN_GRACEFUL_TIMEOUT_SECONDS"
 
 ENV_POOLS_CONFIG = "TORNADO_RUN_POOLS_CONFIG"
@@ -104,11 +110,31 @@ def collect_stats() -> dict[str, dict[str, Any]]:
     return stats
 
 
-def cpu_share() -> int | None:
-    """Cores a CPU-bound pool in this worker may use (`max(1, cores // workers)`), or None
-    outside `tornado-run`."""
-    value = os.environ.get(ENV_CPU_SHARE)
-    return max(1, int(value)) if value and value.isdigit() else None
+def cpu_tier_address() -> str | None:
+    """Where this worker reaches the host-wide CPU tier (a unix socket path), or None outside
+    a master-run worker (a script, a test, `--no-master`): process pools are then local."""
+    return os.environ.get(ENV_CPU_TIER) or None
+
+
+class BootFailed(Exception):
+    """Raised by a boot hook when the worker cannot serve (a pool initializer raised); the
+    message (a traceback included) is logged and the worker exits with code 3."""
+
+
+BootHook = Callable[[], Awaitable[None]]
+_boot_hooks: list[BootHook] = []
+
+
+def add_boot_hook(hook: BootHook) -> None:
+    """Register `hook` to run once a worker has loaded the app, before it serves."""
+    if hook not in _boot_hooks:
+        _boot_hooks.append(hook)
+
+
+async def run_boot_hooks() -> None:
+    """Run every boot hook in order; `BootFailed` from one stops the boot."""
+    for hook in list(_boot_hooks):
+        await hook()
 
 
 def pools_config() -> dict[str, Any]:
@@ -139,3 +165,93 @@ def set_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
         return bool(libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
+
+
+# The CPU tier: the master starts and supervises it through these names only; what runs in
+# it (the broker, its pools) belongs to the decorators and is imported in the child.
+
+TIER_DRAIN_SIGNAL = signal.SIGUSR2
+"""What the master sends the broker to drain it. The broker ignores TERM and INT: a service
+manager or a terminal may send them to the whole process group, and the master orders the
+stop (workers drain first, then the tier)."""
+
+TierReport = Callable[..., None]
+"""`report(event, **fields)`: the broker's line to the master ("ready", "stats", "failed")."""
+
+
+@dataclass
+class CpuTierHandle:
+    """The master's handle on one broker process of the CPU tier."""
+
+    pid: int
+    generation: int
+    address: str
+    events_fd: int  # read end of the broker's event pipe (JSON lines)
+
+    def drain(self) -> None:
+        """Stop taking connections; exit once every connection closed and its calls ended."""
+        self._signal(TIER_DRAIN_SIGNAL)
+
+    def kill(self) -> None:
+        """Stop at once (its pool processes follow it through their parent-death signal)."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+
+def start_cpu_tier(
+    listener: socket.socket,
+    generation: int,
+    prepare_child: Callable[[], None],
+    graceful_timeout: float,
+) -> CpuTierHandle:
+    """Fork the broker of the CPU tier serving `listener` (a bound, listening unix socket
+    that the master keeps, so a respawned broker serves the same address). In the child,
+    `prepare_child()` closes what the master alone owns and drops privileges first."""
+    read_fd, write_fd = os.pipe()
+    master_pid = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _run_cpu_tier(listener, write_fd, master_pid, prepare_child, graceful_timeout)
+    os.close(write_fd)
+    address = str(listener.getsockname())
+    return CpuTierHandle(pid, generation, address, read_fd)
+
+
+def _run_cpu_tier(
+    listener: socket.socket,
+    events_fd: int,
+    master_pid: int,
+    prepare_child: Callable[[], None],
+    graceful_timeout: float,
+) -> NoReturn:
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        # Signals sent to the whole process group reach the master, which decides for the tier.
+        for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU"):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        set_parent_death_signal()
+        if os.getppid() != master_pid:
+            os._exit(code)
+        prepare_child()
+        from tornado_run.decorators.pools.tier.broker import serve
+
+        os.set_blocking(events_fd, False)  # a master that stops reading must not stall it
+        code = serve(listener, EventWriter(events_fd).send, master_pid, graceful_timeout)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

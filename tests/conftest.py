@@ -46,7 +46,17 @@ def _tracked(proc: psutil.Process, own_cmdline: list[str]) -> bool:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
     text = " ".join(cmdline)
-    return cmdline != own_cmdline and "multiprocessing" not in text
+    return (
+        cmdline != own_cmdline and "multiprocessing" not in text and not _pool_of_forkserver(proc)
+    )
+
+
+def _pool_of_forkserver(proc: psutil.Process) -> bool:
+    """True below a multiprocessing forkserver: the process pools a test process keeps for
+    its later tests (their processes are named by setproctitle, not "multiprocessing")."""
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        return any("multiprocessing" in " ".join(p.cmdline()) for p in proc.parents())
+    return False
 
 
 @pytest.fixture(autouse=True)

@@ -66,6 +66,14 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, step: floa
         time.sleep(step)
 
 
+def is_tier(proc: psutil.Process) -> bool:
+    """True for the CPU tier's broker (named by setproctitle)."""
+    try:
+        return proc.cmdline()[:1] == ["tornado-run: cpu tier"]
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return False
+
+
 def free_port() -> int:
     """A loopback port that was free a moment ago (prefer binding port 0 where possible)."""
     with socket.socket() as sock:
@@ -169,13 +177,19 @@ class Server:
         return reply.status, reply.json()
 
     def workers(self) -> list[psutil.Process]:
-        """The master's live child processes."""
+        """The master's live child processes but its CPU tier."""
         with contextlib.suppress(psutil.NoSuchProcess):
             return [
                 child
                 for child in psutil.Process(self.pid).children()
-                if child.status() != psutil.STATUS_ZOMBIE
+                if child.status() != psutil.STATUS_ZOMBIE and not is_tier(child)
             ]
+        return []
+
+    def tier(self) -> list[psutil.Process]:
+        """The CPU tier's brokers (one; two while an old generation drains)."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return [child for child in psutil.Process(self.pid).children() if is_tier(child)]
         return []
 
     def worker_pids(self) -> set[int]:

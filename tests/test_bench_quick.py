@@ -69,6 +69,23 @@ def test_quick_hello_section_measures_every_row(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_quick_tier_section_gives_a_useful_share_for_every_row(tmp_path: Path) -> None:
+    done = _bench("--quick", "--only", "tier", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {row["name"]: row for row in _rows(tmp_path)}
+    assert set(rows) == {
+        f"{ms} ms task, {way}"
+        for ms in (2, 20)
+        for way in ("@unblock(pool='process')", "blocking handler")
+    }
+    for name, row in rows.items():
+        if row["note"]:  # no wrk/ab here: one line says why
+            continue
+        assert 0 < row["values"]["useful"] <= 1.05, name
+        assert row["values"]["failed"] == 0, name
+
+
+@pytest.mark.timeout(120)
 def test_quick_websockets_section_counts_closes_across_hups(tmp_path: Path) -> None:
     done = _bench("--quick", "--only", "websockets", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -176,3 +193,23 @@ def test_each_load_tool_reports_requests_and_latency(tool: str) -> None:
     assert result.ok_per_second > 0
     assert result.non_2xx == 0
     assert result.p99_ms is not None and result.p99_ms >= (result.p50_ms or 0)
+
+
+@pytest.mark.timeout(150)
+def test_quick_transport_section_measures_every_peer_on_every_case(tmp_path: Path) -> None:
+    done = _bench("--quick", "--only", "transport", "--out", str(tmp_path), timeout=140)
+    assert done.returncode == 0, done.stderr
+    sections = json.loads((tmp_path / "results.json").read_text())["sections"]
+    process, threads = sections
+    cases = [row["name"] for row in process["rows"]]
+    assert cases[:2] == ["trivial call, one at a time", "trivial calls, 64 in flight"]
+    assert {"16 MiB bytes echo", "16 MiB bytearray echo", "16 MiB memoryview echo"} <= set(cases)
+    for row in process["rows"]:
+        values = row["values"]
+        assert all(values[key] > 0 for key in ("stdlib", "pebble", "ours")), row
+        assert values["vs_stdlib"] == pytest.approx(values["ours"] / values["stdlib"])
+    assert [row["name"] for row in threads["rows"]] == [
+        "thread: one at a time",
+        "thread: 64 in flight",
+    ]
+    assert "| trivial call, one at a time |" in done.stdout

@@ -18,7 +18,7 @@ import tornado.web
 from decorators_support import fetch, run, serving, wait_until
 from tornado_run.decorators import Overloaded, pools, unblock
 from tornado_run.decorators.pools.api import PoolSpec, PoolStats
-from tornado_run.runner.lifecycle import ConfigurationError
+from tornado_run.runner.lifecycle import ConfigurationError, usable_cores
 
 STAT_KEYS = {
     "kind",
@@ -153,9 +153,9 @@ def test_invalid_pool_table_is_one_configuration_error_line() -> None:
     assert out == 'ConfigurationError: pools.db.size = -3: expected an integer >= 1 or "auto"'
 
 
-def test_auto_process_pool_takes_the_workers_cpu_share() -> None:
-    out = json.loads(run_as_worker({"TORNADO_RUN_CPU_SHARE": "1", "TORNADO_RUN_WORKER_COUNT": "2"}))
-    assert out["process_size"] == 1
+def test_auto_process_pool_outside_the_tier_takes_every_usable_core() -> None:
+    out = json.loads(run_as_worker({"TORNADO_RUN_WORKER_COUNT": "2"}))
+    assert out["process_size"] == usable_cores()
 
 
 def test_past_max_pending_calls_fail_at_once_with_503_and_retry_after() -> None:

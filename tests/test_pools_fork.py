@@ -25,7 +25,7 @@ def process_owner():
     return os.getpid()
 
 def grandparent(pid):
-    return psutil.Process(pid).parent().ppid()  # worker -> forkserver -> owner
+    return psutil.Process(pid).parent().parent().ppid()  # worker -> zygote -> forkserver -> owner
 
 def main():
     # "Preload": the pools are used before the fork, as an app touching them at import would.

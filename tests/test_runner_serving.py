@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 from collections.abc import Iterator
 
 import psutil
@@ -46,10 +47,11 @@ def test_uvloop_really_runs_the_workers(server: Server) -> None:
     assert body["loop"].startswith("uvloop")
 
 
-def test_workers_learn_worker_count_cpu_share_and_graceful_timeout(server: Server) -> None:
+def test_workers_learn_worker_count_cpu_tier_and_graceful_timeout(server: Server) -> None:
     _, env = server.get_json("/env")
     assert env["TORNADO_RUN_WORKER_COUNT"] == "2"
-    assert int(env["TORNADO_RUN_CPU_SHARE"]) == max(1, len(os.sched_getaffinity(0)) // 2)
+    assert stat.S_ISSOCK(os.stat(env["TORNADO_RUN_CPU_TIER"]).st_mode)  # the tier's socket
+    assert "TORNADO_RUN_CPU_SHARE" not in env
     assert float(env["TORNADO_RUN_GRACEFUL_TIMEOUT_SECONDS"]) == 30.0
     assert env["TORNADO_RUN_POOLS_CONFIG"] == "{}"
 

@@ -4,6 +4,7 @@ and what is allowed (the runner turns it into exit code 2)."""
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -14,10 +15,11 @@ from .api import PoolSpec
 
 BUILTIN_OPTIONS: dict[str, frozenset[str]] = {
     "thread": frozenset(),
-    "process": frozenset({"cancel_running"}),
+    "process": frozenset({"cancel_running", "initializer", "initargs"}),
 }
 TABLE_KEYS = ("kind", "size", "max_pending", "timeout")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
+_INITIALIZER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 def _is_number(value: Any) -> bool:
@@ -80,6 +82,7 @@ def make_spec(
                 raise ConfigurationError(
                     f"pools.{name}.cancel_running = {value!r}: expected true or false"
                 )
+        options = _checked_initializer(name, options)
     return PoolSpec(
         name=name,
         kind=kind,
@@ -88,6 +91,40 @@ def make_spec(
         timeout=float(timeout) if timeout is not None else None,
         options=dict(options),
     )
+
+
+def _checked_initializer(name: str, options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Validate `initializer` (a module-level function or "module:function") and `initargs`
+    (a tuple or list, picklable); return the options with `initargs` as a tuple."""
+    initializer = options.get("initializer")
+    initargs = options.get("initargs", ())
+    if "initargs" in options and "initializer" not in options:
+        raise ConfigurationError(f"pools.{name}.initargs = {initargs!r}: needs an initializer")
+    if initializer is None:
+        return options
+    if isinstance(initializer, str):
+        if not _INITIALIZER.fullmatch(initializer):
+            raise ConfigurationError(
+                f'pools.{name}.initializer = {initializer!r}: expected "module:function"'
+            )
+    elif not callable(initializer) or _unpicklable(initializer):
+        raise ConfigurationError(
+            f"pools.{name}.initializer = {initializer!r}: expected a module-level function "
+            'or "module:function"'
+        )
+    if not isinstance(initargs, tuple | list) or _unpicklable(initargs):
+        raise ConfigurationError(
+            f"pools.{name}.initargs = {initargs!r}: expected a list of picklable arguments"
+        )
+    return {**options, "initargs": tuple(initargs)}
+
+
+def _unpicklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value, protocol=5)
+    except Exception:
+        return True
+    return False
 
 
 def specs_from_table(table: Mapping[str, Any], kinds: Iterable[str]) -> list[PoolSpec]:

@@ -14,16 +14,11 @@ import importlib
 import multiprocessing.forkserver
 import os
 import pickle
-import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from tornado_run.runner import lifecycle
-
 _PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
 _resolved: dict[tuple[str, str], Callable[..., Any]] = {}
-_skip_flags: Any = None  # in a pool child: the shared per-slot "withdrawn" flags
 _references: dict[Callable[..., Any], tuple[str, str] | None] = {}
 
 
@@ -65,51 +60,39 @@ def reference(fn: Callable[..., Any]) -> tuple[str, str] | None:
     )
 
 
-def pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickle one call for `run_packed`, raising `TypeError` naming what cannot be pickled."""
+def target_of(fn: Callable[..., Any]) -> Callable[..., Any] | tuple[str, str]:
+    """What to pickle for `fn`: itself, or the (module, qualname) of its @unblock wrapper."""
     try:
         ref = _references[fn]
     except KeyError:
         ref = _references[fn] = reference(fn)
     except TypeError:  # unhashable callable object
         ref = reference(fn)
+    return ref or fn
+
+
+def pickle_error(fn: Callable[..., Any], error: Exception) -> TypeError:
+    """The `TypeError` for a call whose arguments cannot be pickled."""
+    return TypeError(
+        f"the arguments of {describe(fn)}() cannot be sent to a process pool: {error}; "
+        "pass plain data (numbers, strings, lists, dicts, dataclasses)"
+    )
+
+
+def pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Pickle one call for `run_packed`, raising `TypeError` naming what cannot be pickled."""
     try:
-        return pickle.dumps((ref or fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((target_of(fn), args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
     except _PICKLE_ERRORS as error:
-        raise TypeError(
-            f"the arguments of {describe(fn)}() cannot be sent to a process pool: {error}; "
-            "pass plain data (numbers, strings, lists, dicts, dataclasses)"
-        ) from None
+        raise pickle_error(fn, error) from None
 
 
-def use_skip_flags(flags: Any) -> None:
-    """Pool child initializer: die with the process that forked this child, and keep the
-    shared flags that mark withdrawn calls."""
-    global _skip_flags
-    _die_with_parent()
-    _skip_flags = flags
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this pool child when its parent (the forkserver) exits.
-
-    The forkserver exits as soon as the web worker that owns the pool dies, even by SIGKILL,
-    so a busy pool child never outlives its web worker by the length of its task.
-    """
-    _release_forkserver()
-    if not sys.platform.startswith("linux"):
-        return
-    lifecycle.set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _release_forkserver() -> None:
-    """Close this child's copy of the forkserver's keep-alive pipe.
+def release_forkserver() -> None:
+    """Close this forkserver child's copy of the forkserver's keep-alive pipe.
 
     multiprocessing hands every forkserver child that pipe's write end, so the forkserver
-    outlives its owner for as long as any child lives; a busy pool child would then keep the
-    forkserver, and so itself, alive after its web worker is gone.
+    outlives its owner for as long as any child lives; a pool's zygote would then keep the
+    forkserver, and so itself, alive after the process that owns the pool is gone.
     """
     server = getattr(multiprocessing.forkserver, "_forkserver", None)
     fd = getattr(server, "_forkserver_alive_fd", None)
@@ -119,26 +102,30 @@ def _release_forkserver() -> None:
         server._forkserver_alive_fd = None  # type: ignore[union-attr]
 
 
-def run_packed(payload: bytes, slot: int = -1) -> bytes:
-    """Child side: resolve and call the function, and return its pickled result. A call
-    whose slot is flagged was withdrawn before it started: it is skipped."""
-    if slot >= 0 and _skip_flags is not None and _skip_flags[slot]:
-        return b""
+def resolve(target: Any) -> Callable[..., Any]:
+    """The function a call names: a (module, qualname) reference of an @unblock wrapper
+    resolves to the function behind it; anything else is the callable itself."""
+    if not isinstance(target, tuple):
+        return target  # type: ignore[no-any-return]
+    fn = _resolved.get(target)
+    if fn is None:
+        try:
+            fn = _lookup(*target).__wrapped__
+        except (ImportError, AttributeError) as error:
+            raise RuntimeError(
+                f"the process pool child cannot find {'.'.join(target)}: {error}; "
+                "functions defined in `python -c` or an interactive session cannot run in "
+                "a process pool: define them in a module or script file"
+            ) from None
+        _resolved[target] = fn
+    return fn
+
+
+def run_packed(payload: bytes) -> bytes:
+    """Child side (a caller's own executor): resolve and call the function, and return its
+    pickled result."""
     target, args, kwargs = pickle.loads(payload)
-    if isinstance(target, tuple):
-        fn = _resolved.get(target)
-        if fn is None:
-            try:
-                fn = _lookup(*target).__wrapped__
-            except (ImportError, AttributeError) as error:
-                raise RuntimeError(
-                    f"the process pool child cannot find {'.'.join(target)}: {error}; "
-                    "functions defined in `python -c` or an interactive session cannot run in "
-                    "a process pool: define them in a module or script file"
-                ) from None
-            _resolved[target] = fn
-    else:
-        fn = target
+    fn = resolve(target)
     result = fn(*args, **kwargs)
     try:
         return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)

@@ -24,6 +24,8 @@ from .api import Pool, PoolFactory, PoolSpec, PoolStats
 from .executor import ExecutorPool
 from .process import ProcessPool
 from .thread import ThreadPool
+from .tier.client import TierPool
+from .tier.protocol import describe_failure
 
 log = logging.getLogger("tornado_run.pools")
 
@@ -140,9 +142,35 @@ def get(name: str) -> Pool:
     with _lock:
         pool = _live.get(name)
         if pool is None:
-            pool = _live[name] = _kinds[spec.kind](spec)
+            pool = _live[name] = _create(spec)
     _hook_into_lifecycle()
     return pool
+
+
+def _create(spec: PoolSpec) -> Pool:
+    """Under tornado-run a process-kind pool is the host-wide CPU tier's, else the kind's."""
+    address = lifecycle.cpu_tier_address()
+    if address is not None and spec.kind == "process":
+        return TierPool(spec, address)
+    return _kinds[spec.kind](spec)
+
+
+async def declare_to_tier() -> None:
+    """Boot hook of a web worker under tornado-run: have the CPU tier start the process-kind
+    pools declared so far with an initializer (the others start at their first call); one
+    whose initializer raises stops the boot with its traceback."""
+    if lifecycle.cpu_tier_address() is None:
+        return
+    for name in names():
+        spec = _specs[name]
+        if spec.kind != "process" or not spec.options.get("initializer"):
+            continue
+        pool = get(name)
+        if isinstance(pool, TierPool):
+            try:
+                await pool.declare()
+            except Exception as error:
+                raise lifecycle.BootFailed(describe_failure(name, error)) from None
 
 
 def for_executor(executor: Executor) -> Pool:
@@ -160,6 +188,16 @@ def stats() -> dict[str, PoolStats]:
     for adapter in list(_adapters.values()):
         current[adapter.spec.name] = adapter.stats()
     return current
+
+
+def _published_stats() -> dict[str, PoolStats]:
+    """What this process publishes to the master: not the CPU tier's pools, which the
+    master shows once for the host."""
+    return {
+        name: figures
+        for name, figures in stats().items()
+        if not getattr(_live.get(name), "host_wide", False)
+    }
 
 
 def shutdown(wait: bool = True, timeout: float = 30.0) -> None:
@@ -206,7 +244,7 @@ def _hook_into_lifecycle() -> None:
         return
     _state["hooked"] = True
     firstuse.mark_used()
-    lifecycle.add_stats_provider("pools", stats)
+    lifecycle.add_stats_provider("pools", _published_stats)
 
 
 def _after_fork_in_child() -> None:
@@ -219,3 +257,4 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+lifecycle.add_boot_hook(declare_to_tier)

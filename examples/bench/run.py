@@ -7,7 +7,9 @@
 Sections: hello (tornado-run vs raw fork_processes vs gunicorn -k tornado), http (--http
 fast vs --http tornado on hello, JSON and a 4 KiB POST), async (the seed's async-tasks table),
 forward (blocking vs async HTTP client in a proxy), cpu (/slow as a fraction of the physical
-limit, /fast p99, and overload at 4x), dispatch (examples/bench/dispatch.py), reload (failed
+limit, /fast p99, and overload at 4x), dispatch (examples/bench/dispatch.py), transport (the
+process pools' round trip and 1/16 MiB echoes against ProcessPoolExecutor and pebble, and thread
+dispatch against run_in_executor: examples/bench/transport.py), reload (failed
 requests across HUPs), spread (connections per worker, shared socket vs --reuse-port), flood
 (wrk while idle connections pile up, also at a 1024 open-files limit), tls (HTTPS keep-alive
 requests and new handshakes per server CPU-second, against raw Tornado with ssl_options) and
@@ -40,7 +42,9 @@ from examples.bench.sections_offload import (
     dispatch_section,
     forward_section,
 )
+from examples.bench.sections_tier import tier_section
 from examples.bench.sections_tls import tls_section
+from examples.bench.sections_transport import transport_sections
 from examples.bench.sections_web import hello_section, reload_section, spread_section
 from examples.bench.sections_websockets import websockets_section
 
@@ -53,7 +57,9 @@ SECTIONS: dict[str, Callable[[Settings, Log], list[Section]]] = {
     "async": lambda s, log: [async_section(s, log)],
     "forward": lambda s, log: [forward_section(s, log)],
     "cpu": cpu_sections,
+    "tier": lambda s, log: [tier_section(s, log)],
     "dispatch": lambda s, log: [dispatch_section(s, log)],
+    "transport": transport_sections,
     "reload": lambda s, log: [reload_section(s, log)],
     "spread": lambda s, log: [spread_section(s, log)],
     "flood": lambda s, log: [flood_section(s, log)],

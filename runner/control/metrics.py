@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from .pollserver import PollServer
 from .snapshot import Snapshot, WorkerSnapshot
@@ -104,7 +105,8 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> 
 
 def render(snapshot: Snapshot) -> str:
     """The snapshot as Prometheus text: one series per worker (labels `worker`, `pid`), pool
-    figures per worker and pool, master-wide gauges and restart counters by reason."""
+    figures per worker and pool, master-wide gauges, restart counters by reason, and the CPU
+    tier's pools once (labels `pool`)."""
     lines: list[str] = []
     lines += _family(
         "workers", "gauge", "Workers the master supervises.", [({}, len(snapshot.workers))]
@@ -129,7 +131,32 @@ def render(snapshot: Snapshot) -> str:
         kind = "counter" if figure in _POOL_COUNTERS else "gauge"
         suffix = "_total" if kind == "counter" else ""
         lines += _family(f"pool_{figure}{suffix}", kind, f"Pool {figure} per worker.", samples)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _tier_lines(snapshot.tier)) + "\n"
+
+
+def _tier_lines(tier: dict[str, Any]) -> list[str]:
+    """The CPU tier's figures, once for the host: per pool (label `pool`) and its restarts."""
+    if not tier:
+        return []
+    lines = _family(
+        "cpu_tier_restarts_total",
+        "counter",
+        "Times the CPU tier's broker died and was started again.",
+        [({}, float(tier.get("restarts", 0)))],
+    )
+    pools = tier.get("pools", {})
+    for figure in _POOL_FIGURES:
+        kind = "counter" if figure in _POOL_COUNTERS else "gauge"
+        suffix = "_total" if kind == "counter" else ""
+        samples = [
+            ({"pool": name}, float(stats[figure]))
+            for name, stats in sorted(pools.items())
+            if isinstance(stats, dict) and isinstance(stats.get(figure), int | float)
+        ]
+        lines += _family(
+            f"cpu_tier_pool_{figure}{suffix}", kind, f"CPU tier pool {figure}.", samples
+        )
+    return lines
 
 
 def _worker_labels(worker: WorkerSnapshot) -> dict[str, str]:

@@ -37,13 +37,16 @@ class WorkerSnapshot:
 
 @dataclass
 class Snapshot:
-    """The master and its workers; `restarts` counts worker replacements by reason."""
+    """The master and its workers; `restarts` counts worker replacements by reason; `tier`
+    is the CPU tier (its broker's pid, generation, restarts and per-pool counters), empty
+    when there is none."""
 
     master_pid: int
     uptime: float
     workers: list[WorkerSnapshot] = field(default_factory=list)
     restarts: dict[str, int] = field(default_factory=dict)
     version: str = ""
+    tier: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Encode for the control socket."""

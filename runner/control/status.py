@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import control_socket as control
 from .snapshot import Snapshot, WorkerSnapshot
@@ -97,7 +98,21 @@ def format_table(snapshot: Snapshot) -> str:
     ]
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    if snapshot.tier:
+        lines.append(format_tier(snapshot.tier))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def format_tier(tier: dict[str, Any]) -> str:
+    """One line for the CPU tier: its broker and, per pool, busy/queued of its size."""
+    pools = ", ".join(
+        f"{name} {stats.get('busy', 0)}/{stats.get('queued', 0)} of {stats.get('size', 0)}"
+        for name, stats in sorted(tier.get("pools", {}).items())
+    )
+    return (
+        f"cpu tier pid {tier.get('pid')}, generation {tier.get('generation', 0)}, "
+        f"{tier.get('restarts', 0)} restarts; pools busy/queued: {pools or '-'}"
+    )
 
 
 def _row(w: WorkerSnapshot) -> tuple[str, ...]:

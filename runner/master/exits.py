@@ -4,7 +4,10 @@ master (exit 2 or 3), or a crash that counts towards a crash loop."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import sys
 from typing import Any, Protocol
 
@@ -71,6 +74,20 @@ class ExitHandling:
             "worker %d (pid %d) %s; starting a new one", worker.worker_id, worker.pid, cause
         )
         self._count_crash(worker)
+
+    def boot_timed_out(self, worker: WorkerRecord, timeout: float) -> None:
+        """A worker not ready after `timeout` seconds: a boot failure (exit 3); kill it."""
+        log.error(
+            "worker %d (pid %d) not ready after %gs; killing it",
+            worker.worker_id,
+            worker.pid,
+            timeout,
+        )
+        message = f"worker {worker.worker_id} did not become ready within {timeout:g}s"
+        worker.failure = {"code": EXIT_APP_LOAD, "message": message}
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
+        worker.ready = True  # do not time it out twice
 
     def _on_boot_failure(
         self, worker: WorkerRecord, failure: dict[str, Any], was_replacement: bool

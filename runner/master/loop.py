@@ -5,9 +5,10 @@ them.
 Signal handlers only queue the signal (and `signal.set_wakeup_fd` wakes the poll); the loop
 then calls `handle_<name>`. The master owns its collaborators and calls them by name:
 `Supervision` judges (heartbeat, recycling, --reload), `ControlServices` answers status and
-metrics, `ListenerSets` hands out --reuse-port sockets, `CrashLoop` counts fast deaths. Kills
-have one schedule: `WorkerRecord.kill_at`. The master never creates threads or an event loop,
-so forking from it is safe.
+metrics, `ListenerSets` hands out --reuse-port sockets, `CrashLoop` counts fast deaths,
+`CpuTier` runs the host-wide CPU tier's broker. Kills have one schedule:
+`WorkerRecord.kill_at`. The master never creates threads or an event loop, so forking from it
+is safe.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from typing import Any
 
 from .. import __version__
 from ..control.channel import STOP_REPLACED, STOP_SERVER, EventReader, Scoreboard
-from ..cpus import usable_cores
-from ..errors import EXIT_APP_LOAD, EXIT_FAILURE, EXIT_OK
+from ..errors import EXIT_FAILURE, EXIT_OK
 from ..logsetup import reopen_log_files
 from ..settings.options import Settings
 from ..sockets.binding import close_all, describe, remove_unix_files
@@ -35,8 +35,10 @@ from ..worker.process import WorkerContext
 from ..worker.setup import run_forked_worker
 from ..worker.watchdog import STACK_DUMP_SIGNAL
 from . import pidfile
+from .cputier import CpuTier
 from .crashes import kill_and_reap
 from .exits import ExitHandling
+from .forking import prepare_tier_child, release_in_child
 from .notify import SystemdNotifier
 from .records import WorkerRecord
 from .replacement import RollingReplacement
@@ -63,7 +65,6 @@ class Master:
         self.settings = settings
         self.sockets = sockets
         self.num_workers = workers
-        self.cores = usable_cores()
         self.board = Scoreboard(max(64, 4 * workers))
         self.workers: dict[int, WorkerRecord] = {}
         self.next_worker_id = 0
@@ -77,8 +78,14 @@ class Master:
         self.notifier = SystemdNotifier(self)  # takes NOTIFY_SOCKET out of the workers' env
         self.rolling = RollingReplacement(self, self.supervision, self.notifier)
         self.exits = ExitHandling(self, self.rolling)
+        self.tier = CpuTier(
+            settings.graceful_timeout,
+            lambda: prepare_tier_child(self),
+            lambda code: self.begin_stop(graceful=False, code=code),
+            lambda: self.stopping is not None,
+        )
         self.services = ControlServices(
-            settings, self.worker_views, self.exits.restarts, __version__
+            settings, self.worker_views, self.exits.restarts, __version__, self.tier.snapshot
         )
         self.listeners = ListenerSets(sockets, settings.backlog)
         self.signals = SignalQueue()
@@ -97,6 +104,7 @@ class Master:
         self.signals.install()
         pidfile.write(self.settings.pid)
         try:
+            self.tier.start()
             for sock in self.sockets:
                 log.info("Listening at %s", describe(sock, tls.enabled(self.settings)))
             while self.exit_code is None:
@@ -119,7 +127,7 @@ class Master:
         """Sleep until a signal, a worker event or a status client wakes us, or `timeout`."""
         poller = select.poll()  # poll, not select: no FD_SETSIZE limit
         service_fds = self.services.fds()
-        fds = [self.signals.wake_fd, *service_fds]
+        fds = [self.signals.wake_fd, *service_fds, *self.tier.fds()]
         fds += [w.events.fd for w in self.workers.values() if not w.events.eof]
         for fd in fds:
             poller.register(fd, select.POLLIN)
@@ -131,6 +139,7 @@ class Master:
             self.signals.clear_wake()
         if any(fd in service_fds for fd in readable):
             self.services.service()
+        self.tier.service(readable)
 
     def _maintain(self) -> None:
         now = time.monotonic()
@@ -138,6 +147,7 @@ class Master:
             self._progress_stop(now)
             return
         self.rolling.step()
+        self.tier.maintain(now, {w.generation for w in self.workers.values()})
         self._resize()
         for verdict in self.supervision.verdicts(self.worker_views(), now):
             self._act_on(verdict, now)
@@ -152,7 +162,7 @@ class Master:
                 self._signal(worker, signal.SIGKILL)
                 worker.kill_at = None
             elif not worker.ready and not worker.retiring and now - worker.born > READY_TIMEOUT:
-                self._boot_timed_out(worker)
+                self.exits.boot_timed_out(worker, READY_TIMEOUT)
 
     def _act_on(self, verdict: Verdict, now: float) -> None:
         if verdict.kind == "reload":
@@ -209,6 +219,7 @@ class Master:
         if self.stopping:
             return
         self.rolling.reload()
+        self.tier.start(self.rolling.generation)
         log.info("HUP: rolling reload of %d worker(s)", self.active_count())
         self.notifier.reload_started()
 
@@ -246,7 +257,7 @@ class Master:
             sockets=self.listeners.assign(self, worker_id, self.sockets),
             worker_id=worker_id,
             worker_count=self.num_workers,
-            cpu_share=max(1, self.cores // max(1, self.num_workers)),
+            tier_address=self.tier.address,
             master_pid=os.getpid(),
             board=self.board,
             slot=slot,
@@ -256,10 +267,7 @@ class Master:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            inherited = [read_fd, *self.signals.fds, *self.services.fds()]
-            inherited += [other.events.fd for other in self.workers.values()]
-            self.services.close_in_child()
-            self.listeners.keep_only(ctx.sockets)
+            inherited = [read_fd, *release_in_child(self, ctx.sockets)]
             run_forked_worker(ctx, inherited, SIGNALS)
         os.close(write_fd)
         self.supervision.worker_started(pid)
@@ -343,6 +351,8 @@ class Master:
             worker = self.workers.pop(pid, None)
             if worker is not None:
                 self._on_exit(worker, status)
+            else:
+                self.tier.on_exit(pid, status)
 
     def _on_exit(self, worker: WorkerRecord, status: int) -> None:
         for event in worker.events.read_events():
@@ -351,20 +361,6 @@ class Master:
         self.board.release(worker.slot)
         self.supervision.worker_gone(worker.pid)
         self.exits.on_exit(worker, status, was_replacement=self.rolling.forget(worker.pid))
-
-    def _boot_timed_out(self, worker: WorkerRecord) -> None:
-        log.error(
-            "worker %d (pid %d) not ready after %gs; killing it",
-            worker.worker_id,
-            worker.pid,
-            READY_TIMEOUT,
-        )
-        worker.failure = {
-            "code": EXIT_APP_LOAD,
-            "message": f"worker {worker.worker_id} did not become ready within {READY_TIMEOUT:g}s",
-        }
-        self._signal(worker, signal.SIGKILL)
-        worker.ready = True  # do not time it out twice
 
     # ---- stopping --------------------------------------------------------------------
 
@@ -385,8 +381,9 @@ class Master:
             self._signal(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _progress_stop(self, now: float) -> None:
-        if not self.workers:
-            self.exit_code = self.stop_code
+        if not self.workers:  # the tier drains once the workers are gone
+            if self.tier.stop(now, graceful=self.stopping == "graceful"):
+                self.exit_code = self.stop_code
         elif now > self.stop_deadline and not self._killed_all:
             log.warning(
                 "%d worker(s) still running at the deadline; killing them", len(self.workers)
@@ -400,7 +397,9 @@ class Master:
             self.exit_code = EXIT_FAILURE
 
     def _cleanup(self) -> None:
-        kill_and_reap(self.workers, KILL_GRACE)
+        kill_and_reap({pid: pid for pid in [*self.workers, *self.tier.pids()]}, KILL_GRACE)
+        self.workers.clear()
+        self.tier.close()
         self.services.close()
         self.listeners.close()
         close_all(self.sockets)

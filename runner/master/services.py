@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..control import control_socket
 from ..control.metrics import metrics_server
@@ -31,11 +32,13 @@ class ControlServices:
         workers: Callable[[], list[WorkerView]],
         restarts: Mapping[str, int],
         version: str = "",
+        tier: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.settings = settings
         self.workers = workers
         self.restarts = restarts
         self.version = version
+        self.tier = tier
         self.started = time.monotonic()
         self.control_path: Path | None = None
         self._servers: list[PollServer] = []
@@ -108,6 +111,7 @@ class ControlServices:
             workers=[self._worker_snapshot(view) for view in views],
             restarts=dict(self.restarts),
             version=self.version,
+            tier=self.tier(),
         )
 
     def _worker_snapshot(self, view: WorkerView) -> WorkerSnapshot:

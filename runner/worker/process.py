@@ -26,7 +26,7 @@ from tornado.ioloop import PeriodicCallback
 
 from .. import lifecycle
 from ..control.channel import DRAINING, READY, STOP_UNKNOWN, EventWriter, Scoreboard, WorkerSlot
-from ..errors import EXIT_FAILURE, EXIT_OK, RunnerError, format_error
+from ..errors import EXIT_FAILURE, EXIT_OK, AppLoadError, RunnerError, format_error
 from ..logsetup import reopen_log_files
 from ..settings.options import Settings
 from . import accesslog
@@ -52,7 +52,7 @@ class WorkerContext:
     sockets: list[socket.socket]
     worker_id: int = 0
     worker_count: int = 1
-    cpu_share: int = 1
+    tier_address: str | None = None  # the CPU tier's socket (None: process pools are local)
     master_pid: int | None = None  # None: --no-master
     board: Scoreboard | None = None
     slot: int | None = None
@@ -76,7 +76,10 @@ def run_worker(ctx: WorkerContext) -> int:
 
 def _export_environment(ctx: WorkerContext) -> None:
     os.environ[lifecycle.ENV_WORKER_COUNT] = str(ctx.worker_count)
-    os.environ[lifecycle.ENV_CPU_SHARE] = str(ctx.cpu_share)
+    if ctx.tier_address:
+        os.environ[lifecycle.ENV_CPU_TIER] = ctx.tier_address
+    else:
+        os.environ.pop(lifecycle.ENV_CPU_TIER, None)
     os.environ[lifecycle.ENV_GRACEFUL_TIMEOUT] = str(ctx.settings.graceful_timeout)
     os.environ[lifecycle.ENV_POOLS_CONFIG] = ctx.settings.pools_json()
 
@@ -116,9 +119,12 @@ class Worker:
                 self.settings.app, self.settings.app_dir, self.settings.factory
             )
             accesslog.install(app, self.settings.access_log_format, self.settings.access_log_json)
+            await lifecycle.run_boot_hooks()  # e.g. declaring process pools to the CPU tier
             server = build_server(self.settings, app)
         except RunnerError as exc:
             return self._boot_failed(exc)
+        except lifecycle.BootFailed as exc:
+            return self._boot_failed(AppLoadError(str(exc)))
         self.server = server
         server.add_sockets(self.ctx.sockets)
         ticker = PeriodicCallback(self.tick, TICK_SECONDS * 1000)
