@@ -113,19 +113,29 @@ class RequestParser:
     def feed(self, data: bytes) -> int | None:
         """Parse `data`. Returns None, or, for a request that upgrades the connection, the
         offset in `data` where the other protocol's bytes begin. Raises `BadRequest`."""
-        if self._held:
-            data, self._held = self._held + data, b""
+        past = self._parse(self._held + data if self._held else data)
+        if past is None:
+            return None
+        if past > len(data):  # the upgrade ends inside bytes of an earlier packet
+            raise BadRequest(_BAD_LINE)
+        return len(data) - past
+
+    def _parse(self, data: bytes) -> int | None:
+        """Parse `data`; for an upgrade, return how many bytes of `data` follow the
+        request. Every buffer parsed again (held bytes in front, leading blank lines
+        dropped, the method or line end rewritten) ends with the caller's bytes, so a count
+        from the end is exact in all of them, where an offset from the start is not."""
+        self._held = b""
         # A request line that arrives in pieces is kept until its end is parsed, in case
         # llhttp refuses it and it must be parsed again (see `_reparse`).
-        began_idle = not self.in_message
-        start = data if began_idle else self._line + data if self._line else b""
+        start = data if not self.in_message else self._line + data if self._line else b""
         self._completed = False
         if not self._headers_done:
             self._header_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            return int(exc.args[0])
+            return len(data) - int(exc.args[0])
         except httptools.HttpParserError as exc:
             error, self._error = self._error, None
             if error is not None:
@@ -147,7 +157,8 @@ class RequestParser:
     def _reparse(self, data: bytes, unknown_method: bool) -> int | None:
         """Parse again a request whose request line llhttp refused where Tornado accepts it:
         a bare LF ending the line, or a method token llhttp does not know (parsed under a
-        stand-in, and reported as sent: the application answers 405, as with Tornado)."""
+        stand-in, and reported as sent: the application answers 405, as with Tornado).
+        `data` holds the request from its first byte; returns as `_parse` does."""
         text = data.lstrip(b"\r\n")
         token = text.partition(b" ")[0].partition(b"\n")[0].removesuffix(b"\r")
         if unknown_method and not _TOKEN.fullmatch(token):
@@ -171,7 +182,7 @@ class RequestParser:
         self._restart()
         self._reparsing = True
         try:
-            return self.feed(line + b"\r\n" + text[eol + 1 :])
+            return self._parse(line + b"\r\n" + text[eol + 1 :])
         finally:
             self._reparsing = False
 
