@@ -18,7 +18,7 @@ import tornado.test
 import tornado.web
 import tornado.websocket
 from fast_http_apps import application
-from fast_http_support import GET, serving
+from fast_http_support import GET, serving, until
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httputil import HTTPServerRequest
 
@@ -125,5 +125,133 @@ def test_an_upgrade_request_with_a_body_is_served_as_a_plain_request() -> None:
             raw.send(b"cde" + GET)  # the rest of the body, then the next request
             assert (await raw.response())[2] == b"got:abcde"
             assert (await raw.response())[2] == b"hello"
+
+    run(main)
+
+
+class TakeOver(tornado.web.RequestHandler):
+    """Takes the connection over (detach) once its request is read, then answers, on the
+    raw stream, the next `size` bytes the client sent: `took:<bytes>`."""
+
+    async def get(self) -> None:
+        await _take_over(self)
+
+    async def post(self) -> None:
+        await _take_over(self)
+
+
+@tornado.web.stream_request_body
+class TakeOverBeforeTheBody(tornado.web.RequestHandler):
+    """Takes the connection over before reading the body: the body is for the stream."""
+
+    async def prepare(self) -> None:
+        await _take_over(self)
+
+
+async def _take_over(handler: tornado.web.RequestHandler) -> None:
+    size = int(handler.get_argument("size"))
+    stream = handler.detach()
+    data = await stream.read_bytes(size)
+    await stream.write(b"took:" + data)
+    stream.close()
+
+
+def _take_over_app() -> tornado.web.Application:
+    return tornado.web.Application([("/take", TakeOver), ("/take-body", TakeOverBeforeTheBody)])
+
+
+KINDS = pytest.mark.parametrize("kind", ["fast", "tornado"])
+PIPELINED = b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+@KINDS
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        pytest.param(b"GET /take?size=5 HTTP/1.1\r\nHost: t\r\n\r\nhello", b"hello", id="get"),
+        pytest.param(
+            b"GET /take?size=%d HTTP/1.1\r\nHost: t\r\n\r\n" % len(PIPELINED) + PIPELINED,
+            PIPELINED,
+            id="a-pipelined-request",
+        ),
+        pytest.param(
+            b"GET /take?size=11 HTTP/1.1\r\nHost: t\r\n\r\n\x00\x01 not http",
+            b"\x00\x01 not http",
+            id="bytes-that-are-not-http",
+        ),
+        pytest.param(
+            b"POST /take?size=5 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabchello",
+            b"hello",
+            id="after-a-body",
+        ),
+        pytest.param(
+            b"POST /take?size=5 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\nhello",
+            b"hello",
+            id="after-a-chunked-body",
+        ),
+        pytest.param(
+            b"POST /take-body?size=8 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabchello",
+            b"abchello",
+            id="before-the-body",
+        ),
+        pytest.param(
+            b"POST /take-body?size=13 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+            b"3\r\nabc\r\n0\r\n\r\n",
+            id="before-a-chunked-body",
+        ),
+    ],
+)
+def test_detach_hands_over_every_byte_the_client_sent_after_the_request(
+    kind: str, sent: bytes, expected: bytes
+) -> None:
+    async def main() -> None:
+        async with serving(_take_over_app(), kind) as served:
+            assert await served.exchange(sent) == b"took:" + expected
+            raw = await served.connect()  # the bytes sent in pieces, after the request
+            raw.send(sent[: -len(expected) // 2])
+            await asyncio.sleep(0.05)
+            raw.send(sent[-len(expected) // 2 :])
+            assert await raw.read_all() == b"took:" + expected
+
+    run(main)
+
+
+@KINDS
+def test_detach_after_pipelined_requests_hands_over_only_what_follows(kind: str) -> None:
+    async def main() -> None:
+        app = tornado.web.Application([("/take", TakeOver), ("/", tornado.web.RequestHandler)])
+        async with serving(app, kind) as served:
+            first = b"POST /take?size=4 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody"
+            reply = await served.exchange(first * 2 + b"tail")
+            assert reply == b"took:POST"  # the second request is the stream's
+
+    run(main)
+
+
+@KINDS
+def test_a_detached_stream_reads_lines_and_to_the_close_and_reports_the_close(kind: str) -> None:
+    seen: list[Any] = []
+
+    class Lines(tornado.web.RequestHandler):
+        async def get(self) -> None:
+            stream = self.detach()
+            stream.set_close_callback(lambda: seen.append("close callback"))
+            seen.append(stream.fileno().fileno() > 2)  # IOStream's fileno() is the socket
+            line = await stream.read_until(b"\n")
+            await stream.write(b"line:" + line)
+            seen.append(await stream.read_until_regex(rb"[0-9]+;"))
+            seen.append(await stream.read_until_close())
+
+    async def main() -> None:
+        async with serving(tornado.web.Application([("/", Lines)]), kind) as served:
+            raw = await served.connect()
+            raw.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nhello\nab12;")
+            assert await raw.reader.readexactly(11) == b"line:hello\n"
+            raw.send(b"the rest")
+            raw.writer.write_eof()
+            await until(lambda: len(seen) == 4)
+            assert seen == [True, b"ab12;", b"the rest", "close callback"]
 
     run(main)

@@ -76,6 +76,8 @@ class RequestConnection(httputil.HTTPConnection):
     chunking = False
     remaining: int | None = None
     detached = False
+    number = 0  # of the request on its connection, counted from 1
+    taken_by: Any = None  # the stream detach() returned
 
     def __init__(
         self,
@@ -193,14 +195,17 @@ class RequestConnection(httputil.HTTPConnection):
 
     def detach(self) -> Any:
         """Stop HTTP processing on this connection and return an IOStream-compatible
-        stream over its transport, seeded with the bytes read past this request."""
-        return self.owner.detach(self)
+        stream over its transport, seeded with the bytes the client sent after this
+        request (after its header block if its body was not read)."""
+        self.taken_by = self.owner.detach(self)
+        return self.taken_by
 
     @property
     def stream(self) -> Any:
         """What `request.connection.stream` gives on Tornado's server, as far as
-        applications use it: close(), closed(), set_nodelay(), socket."""
-        return self.owner.stream
+        applications use it: write(), close(), closed(), set_nodelay(), fileno(), socket;
+        after `detach()`, the stream it returned."""
+        return self.taken_by if self.detached else self.owner.stream
 
     def release(self) -> None:
         """Drop the references to the application's objects once the request is over: the

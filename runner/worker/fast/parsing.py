@@ -247,3 +247,59 @@ class RequestParser:
         """Stop llhttp from a callback; `feed` raises `error`."""
         self._error = error
         raise error
+
+
+class _Counter:
+    """A `ParserSink` that counts header blocks and ends of requests."""
+
+    def __init__(self) -> None:
+        self.heads = 0
+        self.ends = 0
+
+    def request_parsed(self, start_line: RequestStartLine, headers: HTTPHeaders) -> None:
+        self.heads += 1
+
+    def body_received(self, data: bytes) -> None:
+        pass
+
+    def request_complete(self) -> None:
+        self.ends += 1
+
+
+def request_end(
+    packets: list[bytes], number: int, with_body: bool, max_header_size: int
+) -> int | None:
+    """Where request `number` (counted from 1) of `packets` (a client's bytes as they
+    arrived, from the first byte of a request on) ends: after its body, or with `with_body`
+    false after its header block. None if it does not end in them.
+
+    httptools does not say where in a packet a request ends, so the packets are parsed
+    again, as they arrived, up to ever shorter lengths (a binary search)."""
+
+    def reached(length: int) -> bool:
+        counter = _Counter()
+        parser = RequestParser(counter, max_header_size)
+        left = length
+        try:
+            for packet in packets:
+                if left <= 0:
+                    break
+                piece = packet[:left]
+                left -= len(piece)
+                if parser.feed(piece) is not None:
+                    break  # an upgrade: nothing after it was parsed as HTTP
+        except BadRequest:
+            pass
+        return (counter.ends if with_body else counter.heads) >= number
+
+    total = sum(len(packet) for packet in packets)
+    if not reached(total):
+        return None
+    low, high = 0, total
+    while low < high:
+        middle = (low + high) // 2
+        if reached(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low

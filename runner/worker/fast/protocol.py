@@ -20,13 +20,17 @@ from tornado.log import gen_log
 from .. import tornado_adapter as tornado
 from .connection import RequestConnection
 from .cycle import RequestCycle
-from .parsing import BadRequest, RequestParser
+from .parsing import BadRequest, RequestParser, request_end
 from .state import ServerState
 from .stream import TransportStream
 from .streamview import StreamView
 
 READ_PAUSE_BYTES = 1 << 20
 """Unconsumed body bytes of one request at which reading pauses."""
+RECEIVED_KEPT_BYTES = READ_PAUSE_BYTES + (1 << 20)
+"""Most bytes kept to find where a detached request ends: more than can arrive while a
+request waits (reading pauses at READ_PAUSE_BYTES), so a detach before its body is read
+always finds its bytes."""
 _STATUS_LINES = {
     400: b"HTTP/1.1 400 Bad Request\r\n\r\n",
     431: b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
@@ -55,6 +59,13 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self._error: BadRequest | None = None  # answer once the requests before it are done
         self._eof_sent = False  # half-closed by the drain: nothing more can be answered
         self._raw_body = 0  # body bytes still to come of an Upgrade request with a body
+        # The bytes received since a request boundary, kept for detach() (see `_unparsed`):
+        # the packets as they came, None once over RECEIVED_KEPT_BYTES, and the number of
+        # requests parsed before them.
+        self._received: list[bytes] | None = []
+        self._received_size = 0
+        self._received_from = 0
+        self._parsed = 0
 
     # asyncio.Protocol
 
@@ -71,6 +82,23 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self.deadline = time.monotonic() + self.state.limits.idle_timeout
 
     def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if self.queue or parser.in_message or parser.holding:
+            received = self._received
+            if received is not None:
+                self._received_size += len(data)
+                if self._received_size <= RECEIVED_KEPT_BYTES:
+                    received.append(data)
+                else:
+                    self._received = None
+        else:  # a request boundary: no request before these bytes can be detached
+            self._received = [data]
+            self._received_size = len(data)
+            self._received_from = self._parsed
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Parse `data` (or keep it, past an upgrade or an error)."""
         if self._upgrade is not None:
             self._upgrade += data
             return
@@ -114,7 +142,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self._raw_body = int(length)
         rest = self._raw_body_received(rest)
         if rest:
-            self.data_received(rest)
+            self._take(rest)
         return True
 
     def _raw_body_received(self, data: bytes) -> bytes:
@@ -122,9 +150,13 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         piece = data[: self._raw_body]
         self._raw_body -= len(piece)
         self.body_received(piece)
+        rest = data[len(piece) :]
         if not self._raw_body:
             self.request_complete()
-        return data[len(piece) :]
+            self._received = [rest]  # a request boundary, right after the request
+            self._received_size = len(rest)
+            self._received_from = self._parsed
+        return rest
 
     def eof_received(self) -> bool | None:
         return None  # the client is gone (as with Tornado): close
@@ -163,6 +195,8 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             limits.max_body_size,
             limits.body_timeout,
         )
+        self._parsed += 1
+        request.number = self._parsed
         if not self.queue:
             self.deadline = math.inf
         self.queue.append(request)
@@ -217,7 +251,10 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
     def detach(self, request: RequestConnection) -> Any:
         assert self.transport is not None
         request.detached = True
-        leftover = bytes(self._upgrade) if self._upgrade is not None else b"".join(request.body)
+        if self._upgrade is not None and self.queue[-1] is request:
+            leftover = bytes(self._upgrade)
+        else:
+            leftover = self._unparsed(request)
         self._upgrade = None
         self.queue.clear()
         self.deadline = math.inf
@@ -240,7 +277,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             self.parser = RequestParser(self, self.state.limits.max_header_size)
             self._resume_reading()
             if leftover:
-                self.data_received(leftover)
+                self.data_received(leftover)  # the queue is empty: a request boundary
         if self.queue:
             asyncio.get_running_loop().call_soon(self._advance)
         elif self._error is not None:
@@ -250,6 +287,42 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             self.deadline = time.monotonic() + self.state.limits.idle_timeout
         if self.read_paused and len(self.queue) <= 1 and self._upgrade is None:
             self._resume_reading()
+
+    def _unparsed(self, request: RequestConnection) -> bytes:
+        """The bytes the client sent after `request` (after its header block if its body
+        was not read), as Tornado's IOStream would still hold them at a detach. The parser
+        may have read them as further requests, so they are found in `_received`."""
+        received = self._received
+        number = request.number - self._received_from
+        if received is not None and number == 0:  # kept from right after the request
+            return b"".join(received)
+        with_body = request.read_finished
+        chunked = "Transfer-Encoding" in request.headers
+        read = request.body_size  # what the handler read of the body, if not all
+        end = None
+        if received is not None and number > 0 and (with_body or not chunked or not read):
+            limit = self.state.limits.max_header_size
+            end = request_end(received, number, with_body, limit)
+        if end is None:
+            if not self._parsed_past(request):
+                return b""
+            gen_log.warning("Bytes received after a detached request are lost: too many")
+            return b""
+        if not with_body:
+            end += read  # raw bytes: the body has a Content-Length
+        return b"".join(received)[end:] if received is not None else b""
+
+    def _parsed_past(self, request: RequestConnection) -> bool:
+        """Whether bytes after `request` (other than blank lines) were read."""
+        parser = self.parser
+        return (
+            len(self.queue) > 1
+            or not request.complete
+            or parser.in_message
+            or parser.holding
+            or self._error is not None
+            or self._upgrade is not None
+        )
 
     # errors, closing, flow control
 

@@ -14,7 +14,7 @@ from tornado.iostream import StreamClosedError
 
 class StreamView:
     """`write()` (raw bytes, bypassing HTTP framing), `close()`, `closed()`,
-    `set_nodelay()` and `socket` (whose `getpeercert()` gives
+    `set_nodelay()`, `fileno()` and `socket` (whose `getpeercert()` gives
     `HTTPServerRequest.get_ssl_certificate` the client certificate on TLS)."""
 
     def __init__(
@@ -36,6 +36,10 @@ class StreamView:
 
     def closed(self) -> bool:
         return self._transport.is_closing()
+
+    def fileno(self) -> Any:
+        """The socket, as IOStream's `fileno()` gives it."""
+        return self._transport.get_extra_info("socket")
 
     def set_nodelay(self, value: bool) -> None:
         sock = self._transport.get_extra_info("socket")
