@@ -20,7 +20,7 @@ from tornado.log import app_log
 from .. import tornado_adapter as tornado
 from .connection import RequestConnection
 from .parsing import BadRequest
-from .state import ServerState
+from .state import READ_PAUSE_BYTES, ServerState
 
 _CONTINUE = b"HTTP/1.1 100 (Continue)\r\n\r\n"
 
@@ -121,7 +121,12 @@ class RequestCycle:
         if request.body_size > request.max_body_size:
             self._answer_error(BadRequest("chunked body too large"))
             return
-        if self.read_paused and self._upgrade is None and len(self.queue) <= 1:
+        if (
+            self.read_paused
+            and request.buffered <= READ_PAUSE_BYTES // 2
+            and self._upgrade is None
+            and len(self.queue) <= 1
+        ):
             self._resume_reading()
         if request.write_finished:
             return  # answered already: the rest of the body is not for the application

@@ -21,12 +21,10 @@ from .. import tornado_adapter as tornado
 from .connection import RequestConnection
 from .cycle import RequestCycle
 from .parsing import BadRequest, RequestParser, request_end
-from .state import ServerState
+from .state import READ_PAUSE_BYTES, ServerState
 from .stream import TransportStream
 from .streamview import StreamView
 
-READ_PAUSE_BYTES = 1 << 20
-"""Unconsumed body bytes of one request at which reading pauses."""
 RECEIVED_KEPT_BYTES = READ_PAUSE_BYTES + (1 << 20)
 """Most bytes kept to find where a detached request ends: more than can arrive while a
 request waits (reading pauses at READ_PAUSE_BYTES), so a detach before its body is read
@@ -285,7 +283,13 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             return
         else:
             self.deadline = time.monotonic() + self.state.limits.idle_timeout
-        if self.read_paused and len(self.queue) <= 1 and self._upgrade is None:
+        reading = self.reading
+        if (
+            self.read_paused
+            and len(self.queue) <= 1
+            and self._upgrade is None
+            and (reading is None or reading.buffered <= READ_PAUSE_BYTES // 2)
+        ):
             self._resume_reading()
 
     def _unparsed(self, request: RequestConnection) -> bytes:

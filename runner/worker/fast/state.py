@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from .protocol import ClientConnection
 
 
+READ_PAUSE_BYTES = 1 << 20
+"""Body bytes of one request read and not yet handed to its handler at which reading from
+the client pauses; it resumes once the handler has taken all but half of them."""
+
+
 @dataclass
 class Limits:
     """Per-request limits; a handler may change the body ones for its own request."""
