@@ -1,9 +1,10 @@
 """`ClientConnection`: one client's HTTP/1.x connection on an asyncio transport. It parses
 with `RequestParser`, drives Tornado's delegates (`start_request`, `headers_received`,
 `data_received`, `finish`, `on_connection_close`) one request at a time, answers pipelined
-requests in order, and applies flow control both ways: reading pauses while requests wait
-or a body piece is not consumed, writes return a future that waits while the transport's
-buffer is full."""
+requests in order, and applies flow control both ways: reading pauses while a request
+waits behind another or READ_PAUSE_BYTES of a body wait for the handler, writes return a
+future that waits while the transport's buffer is full. `detach()` hands over the transport
+with the bytes the client sent after the request."""
 
 from __future__ import annotations
 
