@@ -255,3 +255,34 @@ def test_a_detached_stream_reads_lines_and_to_the_close_and_reports_the_close(ki
             assert seen == [True, b"ab12;", b"the rest", "close callback"]
 
     run(main)
+
+
+class Slow(tornado.web.RequestHandler):
+    async def get(self) -> None:
+        await asyncio.sleep(0.1)
+        self.write("slow")
+
+
+@KINDS
+def test_an_upgrade_pipelined_behind_a_slow_request_still_gets_the_bytes_after_it(
+    kind: str,
+) -> None:
+    async def main() -> None:
+        app = tornado.web.Application([("/slow", Slow), ("/ws", Echo)])
+        async with serving(app, kind) as served:
+            raw = await served.connect()
+            raw.send(
+                b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
+                b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+                + base64.b64encode(os.urandom(16))
+                + b"\r\n\r\n"
+                + _masked_text_frame(b"early")
+            )
+            assert (await raw.response())[2] == b"slow"
+            head = await asyncio.wait_for(raw.reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            frame = await asyncio.wait_for(raw.reader.readexactly(7), 5)
+            assert frame == b"\x81\x05early"
+
+    run(main)

@@ -271,7 +271,9 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             self.transport.close()
             return
         self.queue.popleft().release()
-        if self._upgrade is not None:  # answered without taking the connection over
+        if self._upgrade is not None and not self.queue:
+            # The upgrade request (always the last one read) was answered without taking
+            # the connection over: what followed it is HTTP after all.
             leftover, self._upgrade = bytes(self._upgrade), None
             self.parser = RequestParser(self, self.state.limits.max_header_size)
             self._resume_reading()
