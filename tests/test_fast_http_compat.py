@@ -191,6 +191,13 @@ PIPELINED = b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"
             id="after-a-chunked-body",
         ),
         pytest.param(
+            b"POST /take?size=5 HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (3 << 20)
+            + b"b" * (3 << 20)
+            + b"hello",
+            b"hello",
+            id="after-a-body-larger-than-what-is-kept",
+        ),
+        pytest.param(
             b"POST /take-body?size=8 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabchello",
             b"abchello",
             id="before-the-body",

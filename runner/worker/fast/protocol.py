@@ -105,6 +105,8 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             return
         if self._raw_body:
             data = self._raw_body_received(data)
+        if self._received is None:
+            self._keep_from_body_end(data)
         try:
             offset = self.parser.feed(data) if data else None
         except BadRequest as exc:
@@ -120,6 +122,19 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         reading = self.reading
         if len(self.queue) > 1 or (reading is not None and reading.buffered > READ_PAUSE_BYTES):
             self._pause_reading()
+
+    def _keep_from_body_end(self, data: bytes) -> None:
+        """With no bytes kept (a large body), start keeping them again where the body
+        being read ends, if it has a length and ends in `data`."""
+        request = self.reading
+        if request is None or "Content-Length" not in request.headers:
+            return
+        length = int(request.headers["Content-Length"])
+        end = length - request.buffered - request.body_size
+        if 0 <= end <= len(data):
+            self._received = [data[end:]]
+            self._received_size = len(data) - end
+            self._received_from = request.number
 
     def _upgrade_has_body(self, rest: bytes) -> bool:
         """llhttp stops at the headers of a request with `Upgrade:`. One with a body (say
