@@ -21,15 +21,12 @@ from tornado.log import gen_log
 from .. import tornado_adapter as tornado
 from .connection import RequestConnection
 from .cycle import RequestCycle
-from .parsing import BadRequest, RequestParser, request_end
+from .leftover import KEPT_BYTES, body_end, bytes_after
+from .parsing import BadRequest, RequestParser
 from .state import READ_PAUSE_BYTES, ServerState
 from .stream import TransportStream
 from .streamview import StreamView
 
-RECEIVED_KEPT_BYTES = READ_PAUSE_BYTES + (1 << 20)
-"""Most bytes kept to find where a detached request ends: more than can arrive while a
-request waits (reading pauses at READ_PAUSE_BYTES), so a detach before its body is read
-always finds its bytes."""
 _STATUS_LINES = {
     400: b"HTTP/1.1 400 Bad Request\r\n\r\n",
     431: b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
@@ -59,8 +56,8 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self._eof_sent = False  # half-closed by the drain: nothing more can be answered
         self._raw_body = 0  # body bytes still to come of an Upgrade request with a body
         # The bytes received since a request boundary, kept for detach() (see `_unparsed`):
-        # the packets as they came, None once over RECEIVED_KEPT_BYTES, and the number of
-        # requests parsed before them.
+        # the packets as they came, None once over KEPT_BYTES, and the number of requests
+        # parsed before them.
         self._received: list[bytes] | None = []
         self._received_size = 0
         self._received_from = 0
@@ -86,7 +83,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             received = self._received
             if received is not None:
                 self._received_size += len(data)
-                if self._received_size <= RECEIVED_KEPT_BYTES:
+                if self._received_size <= KEPT_BYTES:
                     received.append(data)
                 else:
                     self._received = None
@@ -126,15 +123,11 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
     def _keep_from_body_end(self, data: bytes) -> None:
         """With no bytes kept (a large body), start keeping them again where the body
         being read ends, if it has a length and ends in `data`."""
-        request = self.reading
-        if request is None or "Content-Length" not in request.headers:
-            return
-        length = int(request.headers["Content-Length"])
-        end = length - request.buffered - request.body_size
-        if 0 <= end <= len(data):
+        end = body_end(self.reading, data)
+        if end is not None and self.reading is not None:
             self._received = [data[end:]]
             self._received_size = len(data) - end
-            self._received_from = request.number
+            self._received_from = self.reading.number
 
     def _upgrade_has_body(self, rest: bytes) -> bool:
         """llhttp stops at the headers of a request with `Upgrade:`. One with a body (say
@@ -311,28 +304,14 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             self._resume_reading()
 
     def _unparsed(self, request: RequestConnection) -> bytes:
-        """The bytes the client sent after `request` (after its header block if its body
-        was not read), as Tornado's IOStream would still hold them at a detach. The parser
-        may have read them as further requests, so they are found in `_received`."""
-        received = self._received
-        number = request.number - self._received_from
-        if received is not None and number == 0:  # kept from right after the request
-            return b"".join(received)
-        with_body = request.read_finished
-        chunked = "Transfer-Encoding" in request.headers
-        read = request.body_size  # what the handler read of the body, if not all
-        end = None
-        if received is not None and number > 0 and (with_body or not chunked or not read):
-            limit = self.state.limits.max_header_size
-            end = request_end(received, number, with_body, limit)
-        if end is None:
-            if not self._parsed_past(request):
-                return b""
-            gen_log.warning("Bytes received after a detached request are lost: too many")
+        """The bytes the client sent after `request` (see `leftover.bytes_after`)."""
+        limit = self.state.limits.max_header_size
+        leftover = bytes_after(request, self._received, self._received_from, limit)
+        if leftover is None:
+            if self._parsed_past(request):
+                gen_log.warning("Bytes received after a detached request are lost: too many")
             return b""
-        if not with_body:
-            end += read  # raw bytes: the body has a Content-Length
-        return b"".join(received)[end:] if received is not None else b""
+        return leftover
 
     def _parsed_past(self, request: RequestConnection) -> bool:
         """Whether bytes after `request` (other than blank lines) were read."""
