@@ -198,6 +198,15 @@ PIPELINED = b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"
             id="after-a-body-larger-than-what-is-kept",
         ),
         pytest.param(
+            b"\r\nGET /take?size=5 HTTP/1.1\nHost: t\n\nhello", b"hello", id="bare-lf-request"
+        ),
+        pytest.param(
+            b"POST /take?size=5 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+            b"Content-Length: 3\r\n\r\nabchello",
+            b"hello",
+            id="after-the-body-of-an-upgrade-request",
+        ),
+        pytest.param(
             b"POST /take-body?size=8 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabchello",
             b"abchello",
             id="before-the-body",

@@ -294,6 +294,8 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             return
         else:
             self.deadline = time.monotonic() + self.state.limits.idle_timeout
+            if self._received_size > 4096 and self.idle():  # kept for nothing: drop them
+                self._received, self._received_size = [], 0
         reading = self.reading
         if (
             self.read_paused
