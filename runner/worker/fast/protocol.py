@@ -83,7 +83,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             received = self._received
             if received is not None:
                 self._received_size += len(data)
-                if self._received_size <= KEPT_BYTES:
+                if self._received_size <= KEPT_BYTES and not self._body_taken():
                     received.append(data)
                 else:
                     self._received = None
@@ -119,6 +119,16 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         reading = self.reading
         if len(self.queue) > 1 or (reading is not None and reading.buffered > READ_PAUSE_BYTES):
             self._pause_reading()
+
+    def _body_taken(self) -> bool:
+        """The handler has begun to take the Content-Length body being read: what it
+        leaves need not be kept, and `_keep_from_body_end` finds where the body ends."""
+        request = self.reading
+        return (
+            request is not None
+            and request.body_size > 0
+            and "Transfer-Encoding" not in request.headers
+        )
 
     def _keep_from_body_end(self, data: bytes) -> None:
         """With no bytes kept (a large body), start keeping them again where the body
