@@ -21,6 +21,9 @@ AFTER = b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n"
 SERVED_AFTER = "200 GET /after 0"
 HIDDEN = b"GET /hidden HTTP/1.1\r\nHost: t\r\n\r\n"
 """A request an attacker hides in a body or a header value: never to be served."""
+TORNADO_405 = (
+    "<html><title>405: Method Not Allowed</title><body>405: Method Not Allowed</body></html>"
+)
 UPGRADE = b"Connection: Upgrade\r\nUpgrade: h2c\r\n"
 METHOD = b"F" * (len(HIDDEN) + 3)
 """A method token llhttp does not know, long enough that the method swapped for a
@@ -91,6 +94,24 @@ CASES: list[tuple[str, list[bytes], list[str], list[str] | None]] = [
             _with_body(METHOD + b" / HTTP/1.1\r\nHost: t\r\n" + UPGRADE, b"A" * 40 + HIDDEN)[-30:],
         ],
         [f"405 {METHOD.decode()} / {40 + len(HIDDEN)}", SERVED_AFTER],
+        None,
+    ),
+    (
+        "unknown-method-body-hides-a-request",
+        [_with_body(METHOD + b" / HTTP/1.1\r\nHost: t\r\n", b"A" * 40 + HIDDEN)],
+        [f"405 {METHOD.decode()} / {40 + len(HIDDEN)}", SERVED_AFTER],
+        None,
+    ),
+    (
+        "bare-lf-request-line-body-hides-a-request",
+        [_with_body(b"POST / HTTP/1.1\nHost: t\n", HIDDEN)],
+        [f"200 POST / {len(HIDDEN)}", SERVED_AFTER],
+        None,
+    ),
+    (
+        "connect-with-a-body-hides-a-request",
+        [_with_body(b"CONNECT t:443 HTTP/1.1\r\nHost: t\r\n", HIDDEN)],
+        [TORNADO_405, SERVED_AFTER],  # the target matches no route: Tornado's own page
         None,
     ),
     (
