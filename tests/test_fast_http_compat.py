@@ -253,6 +253,8 @@ def test_a_detached_stream_reads_lines_and_to_the_close_and_reports_the_close(ki
     class Lines(tornado.web.RequestHandler):
         async def get(self) -> None:
             stream = self.detach()
+            after: Any = self.request.connection.stream  # type: ignore[union-attr]
+            assert after is (stream if kind == "fast" else None)  # Tornado's is None
             stream.set_close_callback(lambda: seen.append("close callback"))
             seen.append(stream.fileno().fileno() > 2)  # IOStream's fileno() is the socket
             line = await stream.read_until(b"\n")
