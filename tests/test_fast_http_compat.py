@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import random
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from fast_http_apps import application
 from fast_http_support import GET, serving, until
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httputil import HTTPServerRequest
+from tornado_run.runner.worker.fast.leftover import request_end
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -304,3 +306,35 @@ def test_an_upgrade_pipelined_behind_a_slow_request_still_gets_the_bytes_after_i
             assert frame == b"\x81\x05early"
 
     run(main)
+
+
+STREAM = [  # requests one after another, as a client may send them
+    b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"FOO /d HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi",
+    b"\r\nGET /e HTTP/1.1\nHost: t\n\n",
+    b"GET /f HTTP/1.1\r\nHost: t\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_where_each_request_ends_is_found_however_the_bytes_were_split(seed: int) -> None:
+    """`request_end` (what detach() relies on) against ends known by construction: every
+    request split over packets at random points, pipelined ones sharing a packet."""
+    rng = random.Random(seed)
+    data = b"".join(STREAM)
+    cuts = sorted(rng.sample(range(1, len(data)), 12))
+    starts = [sum(map(len, STREAM[:i])) for i in range(len(STREAM))]
+    cuts = sorted({*cuts, starts[3], starts[4]})  # llhttp refuses those two: parsed again
+    packets = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    for number, request in enumerate(STREAM, 1):
+        start = starts[number - 1]
+        head = request.lstrip(b"\r\n")
+        head_end = (
+            start + len(request) - len(head) + head.index(b"\n\n" if b"/e" in head else b"\r\n\r\n")
+        )
+        head_end += 2 if b"/e" in head else 4
+        assert request_end(packets, number, True, 65536) == start + len(request)
+        assert request_end(packets, number, False, 65536) == head_end
+    assert request_end(packets, len(STREAM) + 1, True, 65536) is None

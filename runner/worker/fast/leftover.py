@@ -46,35 +46,51 @@ def request_end(
     false after its header block. None if it does not end in them.
 
     httptools does not say where in a packet a request ends, so the packets are parsed
-    again, as they arrived, up to ever shorter lengths (a binary search)."""
+    again as they arrived: once to find the packet it ends in, then that packet's prefixes
+    (a binary search), each time from the last packet that began between requests."""
+    counter = _Counter()
+    parser = RequestParser(counter, max_header_size)
+    start = counted = offset = 0  # a packet that began between requests, count before it
+    for index, packet in enumerate(packets):
+        if not parser.in_message and not parser.holding:
+            start, counted = index, _count(counter, with_body)
+        stopped = _feed(parser, packet)
+        if _count(counter, with_body) >= number:
+            low, high = 0, len(packet)
+            while low < high:
+                middle = (low + high) // 2
+                found = _replay(packets[start:index], packet[:middle], with_body, max_header_size)
+                if counted + found >= number:
+                    high = middle
+                else:
+                    low = middle + 1
+            return offset + low
+        if stopped:
+            return None
+        offset += len(packet)
+    return None
 
-    def reached(length: int) -> bool:
-        counter = _Counter()
-        parser = RequestParser(counter, max_header_size)
-        left = length
-        try:
-            for packet in packets:
-                if left <= 0:
-                    break
-                piece = packet[:left]
-                left -= len(piece)
-                if parser.feed(piece) is not None:
-                    break  # an upgrade: nothing after it was parsed as HTTP
-        except BadRequest:
-            pass
-        return (counter.ends if with_body else counter.heads) >= number
 
-    total = sum(len(packet) for packet in packets)
-    if not reached(total):
-        return None
-    low, high = 0, total
-    while low < high:
-        middle = (low + high) // 2
-        if reached(middle):
-            high = middle
-        else:
-            low = middle + 1
-    return low
+def _count(counter: _Counter, with_body: bool) -> int:
+    return counter.ends if with_body else counter.heads
+
+
+def _feed(parser: RequestParser, data: bytes) -> bool:
+    """Parse `data`; True if parsing stops there (an upgrade, or bytes refused)."""
+    try:
+        return parser.feed(data) is not None
+    except BadRequest:
+        return True
+
+
+def _replay(before: list[bytes], last: bytes, with_body: bool, max_header_size: int) -> int:
+    """How many requests a fresh parser counts in `before` then `last`."""
+    counter = _Counter()
+    parser = RequestParser(counter, max_header_size)
+    for packet in [*before, last]:
+        if _feed(parser, packet):
+            break
+    return _count(counter, with_body)
 
 
 def bytes_after(
