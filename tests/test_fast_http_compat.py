@@ -338,3 +338,26 @@ def test_where_each_request_ends_is_found_however_the_bytes_were_split(seed: int
         assert request_end(packets, number, True, 65536) == start + len(request)
         assert request_end(packets, number, False, 65536) == head_end
     assert request_end(packets, len(STREAM) + 1, True, 65536) is None
+
+
+@KINDS
+def test_a_close_callback_set_on_the_connections_stream_runs_when_the_client_leaves(
+    kind: str,
+) -> None:
+    closed = asyncio.Event()
+
+    class Waits(tornado.web.RequestHandler):
+        async def get(self) -> None:
+            stream: Any = self.request.connection.stream  # type: ignore[union-attr]
+            stream.set_close_callback(closed.set)  # an old idiom for long polling
+            await asyncio.wait([asyncio.ensure_future(closed.wait())], timeout=5)
+
+    async def main() -> None:
+        async with serving(tornado.web.Application([("/", Waits)]), kind) as served:
+            raw = await served.connect()
+            raw.send(GET)
+            await asyncio.sleep(0.1)
+            raw.writer.close()
+            await asyncio.wait_for(closed.wait(), 5)
+
+    run(main)

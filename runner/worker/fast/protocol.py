@@ -13,6 +13,7 @@ import math
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 from tornado import httputil
@@ -35,6 +36,8 @@ _STATUS_LINES = {
 
 class ClientConnection(RequestCycle, asyncio.Protocol):
     """The HTTP side of one accepted socket; `deadline` is read by the timeout sweep."""
+
+    stream_close_callback: Callable[[], None] | None = None  # set through `stream`
 
     def __init__(self, state: ServerState, address: Any, scheme: str) -> None:
         self.state = state
@@ -188,6 +191,9 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             if head.started and not head.detached:
                 self._tell_closed(head)
             head.release()
+        callback, self.stream_close_callback = self.stream_close_callback, None
+        if callback is not None:
+            asyncio.get_running_loop().call_soon(callback)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -259,7 +265,10 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
     @property
     def stream(self) -> StreamView:
         assert self.transport is not None
-        return StreamView(self.transport, self.send)
+        return StreamView(self.transport, self.send, self._set_stream_close_callback)
+
+    def _set_stream_close_callback(self, callback: Callable[[], None] | None) -> None:
+        self.stream_close_callback = callback
 
     def abort_response(self) -> None:
         if self.transport is not None:

@@ -14,14 +14,18 @@ from tornado.iostream import StreamClosedError
 
 class StreamView:
     """`write()` (raw bytes, bypassing HTTP framing), `close()`, `closed()`,
-    `set_nodelay()`, `fileno()` and `socket` (whose `getpeercert()` gives
-    `HTTPServerRequest.get_ssl_certificate` the client certificate on TLS)."""
+    `set_close_callback()`, `set_nodelay()`, `fileno()` and `socket` (whose `getpeercert()`
+    gives `HTTPServerRequest.get_ssl_certificate` the client certificate on TLS)."""
 
     def __init__(
-        self, transport: asyncio.Transport, send: Callable[[bytes], asyncio.Future[None]]
+        self,
+        transport: asyncio.Transport,
+        send: Callable[[bytes], asyncio.Future[None]],
+        on_close: Callable[[Callable[[], None] | None], None],
     ) -> None:
         self._transport = transport
         self._send = send
+        self._on_close = on_close
 
     def write(self, data: bytes) -> asyncio.Future[None]:
         """Write raw bytes; the future waits while the transport's buffer is full."""
@@ -36,6 +40,10 @@ class StreamView:
 
     def closed(self) -> bool:
         return self._transport.is_closing()
+
+    def set_close_callback(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` (once, on the next loop iteration) when the connection closes."""
+        self._on_close(callback)
 
     def fileno(self) -> Any:
         """The socket, as IOStream's `fileno()` gives it."""
