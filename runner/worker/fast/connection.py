@@ -203,8 +203,8 @@ class RequestConnection(httputil.HTTPConnection):
     @property
     def stream(self) -> Any:
         """What `request.connection.stream` gives on Tornado's server, as far as
-        applications use it: write(), close(), closed(), set_nodelay(), fileno(), socket;
-        after `detach()`, the stream it returned."""
+        applications use it: write(), close(), closed(), set_close_callback(),
+        set_nodelay(), fileno(), socket; after `detach()`, the stream it returned."""
         return self.taken_by if self.detached else self.owner.stream
 
     def release(self) -> None:

@@ -128,7 +128,8 @@ class RequestParser:
         self._held = b""
         # A request line that arrives in pieces is kept until its end is parsed, in case
         # llhttp refuses it and it must be parsed again (see `_reparse`).
-        start = data if not self.in_message else self._line + data if self._line else b""
+        began_idle = not self.in_message
+        start = data if began_idle else self._line + data if self._line else b""
         self._completed = False
         if not self._headers_done:
             self._header_bytes += len(data)
