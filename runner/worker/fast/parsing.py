@@ -6,6 +6,7 @@ chunked, a bad chunk size) is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import NoReturn, Protocol
 
@@ -28,6 +29,8 @@ _HEADER_BLOCK_END = re.compile(rb"(?:^|\n)\r?\n")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _ABSOLUTE_FORM = re.compile(rb"(?is)https?://([^/?#]*)(.*)")
 _CHUNKED_STAND_IN = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+_MAX_REPARSES = 32
+"""Requests parsed again one behind the other in one packet (each nests a call)."""
 
 
 _BAD_LINE = "Malformed HTTP request line"
@@ -118,7 +121,7 @@ class RequestParser:
         self._target_override: bytes | None = None
         self._held = b""
         self._line = b""
-        self._reparsing = False
+        self._reparsing = 0
         self._error: BadRequest | None = None
 
     @property
@@ -154,11 +157,14 @@ class RequestParser:
                 or te_ows
                 or reason == _BARE_LF_ERROR
                 or isinstance(exc, httptools.HttpParserInvalidURLError)
-            ) and (start and not self._completed):
-                self._line = b""
-                if te_ows:  # llhttp refuses the coding after reporting the headers
-                    self.sink.request_withdrawn()
-                return self._reparse(start, unknown_method, te_ows)
+            ) and start:
+                later = self._completed  # behind requests completed in this packet
+                rest = _after_completed(start) if later else start
+                if rest is not None:
+                    self._line = b""
+                    if te_ows:  # llhttp refuses the coding after reporting the headers
+                        self.sink.request_withdrawn()
+                    return self._reparse(rest, unknown_method, te_ows, later)
             raise BadRequest(_tornado_reason(exc, self._line + data)) from None
         if self.in_message and not self._headers_done:
             if self._header_bytes > self.max_header_size:
@@ -168,12 +174,13 @@ class RequestParser:
             self._line = b""
         return None
 
-    def _reparse(self, data: bytes, unknown_method: bool, te_ows: bool = False) -> int | None:
+    def _reparse(self, data: bytes, unknown_method: bool, te_ows: bool, later: bool) -> int | None:
         """Parse again a request llhttp refused where Tornado accepts it: a bare LF ending
         the request line; a method token llhttp does not know (parsed under a stand-in, and
         reported as sent: the application answers 405, as with Tornado); bytes over 0x7F in
         the target (obs-text); `Transfer-Encoding: chunked` followed by a tab (OWS, RFC 9110
-        section 5.6.3; given to llhttp as spaces)."""
+        section 5.6.3; given to llhttp as spaces). `later`: `data` starts with a request
+        behind others, not with the one parsed again already."""
         text = data.lstrip(b"\r\n")
         token = text.partition(b" ")[0].partition(b"\n")[0].removesuffix(b"\r")
         if unknown_method and not _TOKEN.fullmatch(token):
@@ -186,7 +193,7 @@ class RequestParser:
             self._held = text  # wait for the end of the request line
             return None
         line = text[:eol].removesuffix(b"\r")
-        if self._reparsing:
+        if (self._reparsing and not later) or self._reparsing >= _MAX_REPARSES:
             raise BadRequest(_BAD_LINE)
         if unknown_method:
             token, space, rest = line.partition(b" ")
@@ -200,11 +207,11 @@ class RequestParser:
         if te_ows:
             rest = _te_ows_as_spaces(rest)
         self._restart()
-        self._reparsing = True
+        self._reparsing += 1
         try:
             return self.feed(line + b"\r\n" + rest)
         finally:
-            self._reparsing = False
+            self._reparsing -= 1
 
     def _ascii_target(self, line: bytes) -> bytes:
         """The request line with each byte over 0x7F of its target replaced (same length);
@@ -329,6 +336,50 @@ class _BodyOnly:
 
     def request_withdrawn(self) -> None:
         pass
+
+
+class _Counter:
+    """Counts the requests a parser completes (the callbacks httptools looks for)."""
+
+    completed = 0
+    begun = False
+
+    def on_message_begin(self) -> None:
+        self.begun = True
+
+    def on_message_complete(self) -> None:
+        self.completed += 1
+        self.begun = False
+
+
+def _count(data: bytes) -> tuple[int, bool]:
+    """How many requests llhttp completes in `data`, and whether another has begun."""
+    counter = _Counter()
+    with contextlib.suppress(httptools.HttpParserError, httptools.HttpParserUpgrade):
+        _new_parser(counter).feed_data(data)
+    return counter.completed, counter.begun
+
+
+def _after_completed(data: bytes) -> bytes | None:
+    """The bytes of `data` after the requests llhttp completed in it before it refused the
+    next one (llhttp gives no position): the shortest prefix that completes as many is
+    found by parsing prefixes again, doubling then halving (only on this error path)."""
+    done = _count(data)[0]
+    if not done:
+        return None
+    low, high = 0, 64
+    while high < len(data) and _count(data[:high])[0] < done:
+        low, high = high, high * 2
+    high = min(high, len(data))
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _count(data[:middle])[0] >= done:
+            high = middle
+        else:
+            low = middle
+    if _count(data[:high]) != (done, False):
+        return None
+    return data[high:]
 
 
 def _te_ows_as_spaces(rest: bytes) -> bytes:
