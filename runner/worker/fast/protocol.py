@@ -240,7 +240,10 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
     @property
     def stream(self) -> StreamView:
         assert self.transport is not None
-        return StreamView(self.transport, self.send)
+        return StreamView(self.transport, self.send, self._client_gone)
+
+    def _client_gone(self) -> bool:
+        return self._client_done
 
     def abort_response(self) -> None:
         if self.transport is not None:

@@ -18,10 +18,14 @@ class StreamView:
     `HTTPServerRequest.get_ssl_certificate` the client certificate on TLS)."""
 
     def __init__(
-        self, transport: asyncio.Transport, send: Callable[[bytes], asyncio.Future[None]]
+        self,
+        transport: asyncio.Transport,
+        send: Callable[[bytes], asyncio.Future[None]],
+        client_gone: Callable[[], bool],
     ) -> None:
         self._transport = transport
         self._send = send
+        self._client_gone = client_gone
 
     def write(self, data: bytes) -> asyncio.Future[None]:
         """Write raw bytes; the future waits while the transport's buffer is full."""
@@ -35,7 +39,9 @@ class StreamView:
         self._transport.close()
 
     def closed(self) -> bool:
-        return self._transport.is_closing()
+        """True once the connection closes or the client has ended its data (a half-close
+        looks like a close: the application is told so, as on Tornado)."""
+        return self._transport.is_closing() or self._client_gone()
 
     def set_nodelay(self, value: bool) -> None:
         sock = self._transport.get_extra_info("socket")
