@@ -484,9 +484,9 @@ def test_a_client_that_half_closes_still_gets_its_answer(kind: str) -> None:
     run(main, "uvloop" if kind == "fast_uvloop" else "asyncio")
 
 
-def test_a_half_closing_client_gets_every_pipelined_answer_and_a_cut_request_is_dropped() -> None:
+def test_a_half_closing_client_gets_its_pipelined_answers_and_none_for_a_cut_one() -> None:
     """The requests sent in full before the half-close are answered in order; a request
-    cut short by it never reaches the application."""
+    cut short by it is never answered (its application, if it started, hears of the close)."""
 
     async def main() -> None:
         async with serving_kind("fast") as served:
