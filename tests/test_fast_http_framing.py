@@ -564,6 +564,27 @@ def test_an_upgrade_request_with_a_chunked_body_is_served_as_a_plain_request(kin
 
 
 @KINDS
+def test_a_request_parsed_again_right_after_an_upgrade_requests_chunked_body(kind: str) -> None:
+    """The same in one packet, followed by a bare-LF request (RFC 9112 section 2.2): served
+    on both, and the connection goes on."""
+
+    async def main() -> None:
+        async with serving_kind(kind) as served:
+            raw = await served.connect()
+            raw.send(
+                b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+                + CHUNKED_HELLO
+                + b"GET /echo/\xe9 HTTP/1.1\nHost: t\n\n"
+            )
+            assert (await raw.response())[2] == b"got:hello"
+            assert (await raw.response())[2].startswith("/echo/\xe9|".encode())
+            await answered_again(raw)
+
+    run(main)
+
+
+@KINDS
 def test_an_upgrade_request_with_a_chunked_body_over_the_limit_is_refused(kind: str) -> None:
     """The body limit holds for the chunked body of an Upgrade request served as a plain
     one (both answer 400 and close)."""

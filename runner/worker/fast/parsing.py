@@ -237,6 +237,7 @@ class RequestParser:
             self._parser.feed_data(_CHUNKED_STAND_IN)
         finally:
             self.sink = sink
+        self._line = _CHUNKED_STAND_IN  # the start of what `feed` parses next, as sent
 
     def _restart(self) -> None:
         self._parser = _new_parser(self)
