@@ -484,6 +484,23 @@ def test_a_client_that_half_closes_still_gets_its_answer(kind: str) -> None:
     run(main, "uvloop" if kind == "fast_uvloop" else "asyncio")
 
 
+def test_a_half_closed_connection_waits_for_its_answer_at_most_the_idle_timeout() -> None:
+    """A client that is really gone holds no socket for long: past --idle-timeout with no
+    answer, the half-closed connection closes (the handler was told of the close)."""
+
+    async def main() -> None:
+        Told.told.clear()
+        async with serving_kind("fast", idle_connection_timeout=0.2) as served:
+            raw = await served.connect()
+            raw.send(b"GET /told?s=3 HTTP/1.1\r\nHost: t\r\n\r\n")
+            await asyncio.sleep(0.05)
+            raw.writer.write_eof()
+            assert await raw.read_all() == b""
+            assert Told.told == ["/told?s=3"]
+
+    run(main)
+
+
 def test_a_half_closing_client_gets_its_pipelined_answers_and_none_for_a_cut_one() -> None:
     """The requests sent in full before the half-close are answered in order; a request
     cut short by it is never answered (its application, if it started, hears of the close)."""

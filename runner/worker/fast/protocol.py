@@ -133,10 +133,10 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The client's end of data. TCP cannot tell a half-close from a close until the
         server writes, so the application hears of it as on Tornado (`on_connection_close`),
-        and the connection stays open for the answers to the requests sent in full, then
-        closes: a client that half-closes still gets them. A request cut short, or one the
-        application is still being handed, ends the connection now; so does TLS (asyncio's
-        has no half-open state)."""
+        and the connection stays open for the answers to the requests sent in full (at most
+        the idle timeout), then closes: a client that half-closes still gets them. A request
+        cut short, or one the application is still being handed, ends the connection now;
+        so does TLS (asyncio's has no half-open state)."""
         partial = self.reading
         if partial is not None and self.queue and partial is not self.queue[0]:
             self.queue.remove(partial)  # never seen by the application
@@ -152,6 +152,9 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             return None
         self._client_done = True
         self.queue[-1].disconnect_on_finish = True  # its answer says so, if not yet sent
+        # A client that is gone holds a socket while its handler ignores the close: at most
+        # the idle timeout.
+        self.deadline = time.monotonic() + self.state.limits.idle_timeout
         self._tell_closed(self.queue[0])
         return True
 
