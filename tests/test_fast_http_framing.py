@@ -338,6 +338,68 @@ def test_whitespace_after_chunked_is_optional_whitespace(kind: str, ows: bytes) 
 
 
 @KINDS
+@pytest.mark.parametrize("extension", [b";x", b";name=value", b';q="a b"'])
+def test_chunk_extensions_are_ignored(kind: str, extension: bytes) -> None:
+    """RFC 9112 section 7.1.1: a recipient MUST ignore chunk extensions it does not
+    recognize. Tornado answers 400."""
+
+    async def main() -> None:
+        async with serving_kind(kind) as served:
+            raw = await served.connect()
+            raw.send(
+                b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5"
+                + extension
+                + b"\r\nhello\r\n0\r\n\r\n"
+            )
+            if kind == "fast":
+                assert (await raw.response())[2] == b"got:hello"
+                await answered_again(raw)
+            else:
+                assert await raw.read_all() == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+    run(main)
+
+
+@KINDS
+@pytest.mark.parametrize("lines", [1, 2, 3])
+def test_empty_lines_before_a_request_line_are_ignored(kind: str, lines: int) -> None:
+    """RFC 9112 section 2.2: a server SHOULD ignore at least one empty line before a
+    request line. The fast server ignores any number; Tornado ignores one and answers 400
+    to more."""
+
+    async def main() -> None:
+        async with serving_kind(kind) as served:
+            raw = await served.connect()
+            raw.send(GET + b"\r\n" * lines + GET)
+            assert (await raw.response())[2] == b"hello"
+            if kind == "fast" or lines == 1:
+                assert (await raw.response())[2] == b"hello"
+                await answered_again(raw)
+            else:
+                assert await raw.read_all() == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+    run(main)
+
+
+@KINDS
+def test_a_repeated_identical_content_length(kind: str) -> None:
+    """RFC 9110 section 8.6: `Content-Length: 5, 5` may be refused or taken as 5. llhttp
+    refuses it (400 and close); Tornado takes it."""
+
+    async def main() -> None:
+        async with serving_kind(kind) as served:
+            raw = await served.connect()
+            raw.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\nhello")
+            if kind == "fast":
+                assert await raw.read_all() == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+            else:
+                assert (await raw.response())[2] == b"got:hello"
+                await answered_again(raw)
+
+    run(main)
+
+
+@KINDS
 def test_a_later_http_1_minor_version_is_served_as_http_11(kind: str) -> None:
     """RFC 9110 section 2.5: a recipient SHOULD process a message of a higher minor version
     as the highest it conforms to; RFC 9112 section 9.3: a request of HTTP/1.1 "or later"
