@@ -46,6 +46,12 @@ class ConnectionOwner(Protocol):
         ...
 
 
+def connection_options(value: str) -> list[str]:
+    """The lower-cased options of a `Connection` field value (a comma-separated token list,
+    RFC 9110 section 7.6.1): `TE, close` holds `close`."""
+    return [option.strip(" \t").lower() for option in value.split(",")]
+
+
 def _closed_future() -> Future[None]:
     future: Future[None] = Future()
     future.set_exception(iostream.StreamClosedError())
@@ -111,20 +117,24 @@ class RequestConnection(httputil.HTTPConnection):
         request = self.start_line
         code = start_line.code
         self.headers_written = True
+        bodiless = request.method == "HEAD" or code in (204, 304) or 100 <= code < 200
         self.chunking = (
-            request.version == "HTTP/1.1"
-            and request.method != "HEAD"
-            and code not in (204, 304)
-            and not 100 <= code < 200
-            and "Content-Length" not in headers
+            request.version == "HTTP/1.1" and not bodiless and "Content-Length" not in headers
         )
+        if "Connection" in headers and "close" in connection_options(headers["Connection"]):
+            self.disconnect_on_finish = True  # a server that sends "close" closes (RFC 9112 9.6)
+        elif not self.read_finished:
+            self.disconnect_on_finish = True  # only a close skips the unread body (RFC 9112 9.3)
         if request.version == "HTTP/1.1":
             # A 101 keeps its `Connection: Upgrade` (a WebSocket client refuses the handshake
             # without it); the connection leaves HTTP either way.
             if self.disconnect_on_finish and code != 101:
                 headers["Connection"] = "close"
-        elif self.headers.get("Connection", "").lower() == "keep-alive":
-            headers["Connection"] = "Keep-Alive"
+        elif not self.disconnect_on_finish:
+            if bodiless or "Content-Length" in headers:
+                headers["Connection"] = "Keep-Alive"
+            else:  # a body without a length ends with the connection (RFC 9112 6.3)
+                self.disconnect_on_finish = True
         if self.chunking:
             headers["Transfer-Encoding"] = "chunked"
         if request.method == "HEAD" or code == 304:

@@ -104,12 +104,13 @@ class RequestCycle:
         headers = request.headers  # `in` first: HTTPHeaders.get is a slow Mapping method
         if (
             "Expect" in headers
-            and headers["Expect"] == "100-continue"
+            and headers["Expect"].lower() == "100-continue"  # case-insensitive (RFC 9110 10.1.1)
+            and request.start_line.version == "HTTP/1.1"  # a 1.0 client's is ignored (same)
             and not request.write_finished
         ):
             self.transport.write(_CONTINUE)
         if "Content-Length" in headers and int(headers["Content-Length"]) > request.max_body_size:
-            self._answer_error(BadRequest("Content-Length too long"))
+            self._answer_error(_refused("Content-Length too long"))
             return
         if not request.complete:
             self.deadline = time.monotonic() + request.body_timeout
@@ -119,7 +120,7 @@ class RequestCycle:
         request.buffered -= len(data)
         request.body_size += len(data)
         if request.body_size > request.max_body_size:
-            self._answer_error(BadRequest("chunked body too large"))
+            self._answer_error(_refused("chunked body too large"))
             return
         if (
             self.read_paused
@@ -142,7 +143,7 @@ class RequestCycle:
             try:
                 delegate.finish()
             except httputil.HTTPInputError as exc:
-                self._answer_error(BadRequest(str(exc)))
+                self._answer_error(_refused(str(exc)))
                 return
             except Exception:
                 app_log.error("Uncaught exception", exc_info=True)
@@ -199,7 +200,7 @@ class RequestCycle:
 
     def _delegate_error(self, request: RequestConnection, exc: BaseException | None) -> None:
         if isinstance(exc, httputil.HTTPInputError):
-            self._answer_error(BadRequest(str(exc)))
+            self._answer_error(_refused(str(exc)))
             return
         if exc is not None:
             app_log.error("Uncaught exception", exc_info=exc)
@@ -219,6 +220,12 @@ class RequestCycle:
         elif not request.write_finished and request.close_callback is not None:
             callback, request.close_callback = request.close_callback, None
             callback()
+
+
+def _refused(reason: str) -> BadRequest:
+    """A 400 for a request already parsed: it announces the close (RFC 9112 section 9.6),
+    since the client may still be sending a body the server will not read."""
+    return BadRequest(reason, announce_close=True)
 
 
 def _next_piece(body: list[bytes], chunk_size: int) -> bytes:

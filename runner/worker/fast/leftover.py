@@ -37,6 +37,9 @@ class _Counter:
     def request_complete(self) -> None:
         self.ends += 1
 
+    def request_withdrawn(self) -> None:
+        self.heads -= 1
+
 
 def request_end(
     packets: list[bytes], number: int, with_body: bool, max_header_size: int

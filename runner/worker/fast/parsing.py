@@ -6,6 +6,7 @@ chunked, a bad chunk size) is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import NoReturn, Protocol
 
@@ -19,7 +20,17 @@ _BARE_LF_ERROR = "Expected CRLF after version"
 """llhttp's error for a request line ended by a bare LF (its leniency covers headers only)."""
 _LINE_OVERHEAD = 4  # ": " and CRLF around each header line
 _METHODS: dict[bytes, str] = {}
-_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+_VERSIONS = {"1.0": "HTTP/1.0"} | {f"1.{minor}": "HTTP/1.1" for minor in range(1, 10)}
+"""A later HTTP/1 minor version is served as 1.1, the highest this server speaks (RFC 9110
+section 2.5); another major version is refused."""
+_TE_ERROR = "Request has invalid `Transfer-Encoding`"
+_TE_OWS = re.compile(rb"(?im)^(transfer-encoding:[ \t]*chunked)([ \t]+)(?=\r?$)")
+_HEADER_BLOCK_END = re.compile(rb"(?:^|\n)\r?\n")
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+_ABSOLUTE_FORM = re.compile(rb"(?is)https?://([^/?#]*)(.*)")
+_CHUNKED_STAND_IN = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+_MAX_REPARSES = 32
+"""Requests parsed again one behind the other in one packet (each nests a call)."""
 
 
 _BAD_LINE = "Malformed HTTP request line"
@@ -57,11 +68,15 @@ def _tornado_reason(exc: Exception, data: bytes) -> str:
 
 
 class BadRequest(Exception):
-    """The client sent something this server will not serve: answer `status`, then close."""
+    """The client sent something this server will not serve: answer `status`, then close.
+    With `announce_close` the answer says `Connection: close` (a request refused after its
+    headers were read, its body perhaps still coming); a malformed message gets Tornado's
+    bare status line."""
 
-    def __init__(self, reason: str, status: int = 400) -> None:
+    def __init__(self, reason: str, status: int = 400, *, announce_close: bool = False) -> None:
         super().__init__(reason)
         self.status = status
+        self.announce_close = announce_close
 
 
 class ParserSink(Protocol):
@@ -76,11 +91,14 @@ class ParserSink(Protocol):
     def request_complete(self) -> None:
         """The current request has been read to its end."""
 
+    def request_withdrawn(self) -> None:
+        """The request just reported by `request_parsed` is parsed again: forget it."""
+
 
 def _new_parser(callbacks: object) -> httptools.HttpRequestParser:
     parser = httptools.HttpRequestParser(callbacks)
     # Tornado accepts a bare LF as a line ending (RFC 9112 section 2.2 allows it).
-    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True, lenient_version=True)
     return parser
 
 
@@ -100,9 +118,10 @@ class RequestParser:
         self._headers_done = False
         self._completed = False
         self._method_override: str | None = None
+        self._target_override: bytes | None = None
         self._held = b""
         self._line = b""
-        self._reparsing = False
+        self._reparsing = 0
         self._error: BadRequest | None = None
 
     @property
@@ -142,10 +161,21 @@ class RequestParser:
             if error is not None:
                 raise error from None
             unknown_method = isinstance(exc, httptools.HttpParserInvalidMethodError)
-            bare_lf = str(exc) == _BARE_LF_ERROR
-            if (unknown_method or bare_lf) and start and not self._completed:
-                self._line = b""
-                return self._reparse(start, unknown_method)
+            reason = str(exc)
+            te_ows = reason == _TE_ERROR and self._chunked_with_ows()
+            if (
+                unknown_method
+                or te_ows
+                or reason == _BARE_LF_ERROR
+                or isinstance(exc, httptools.HttpParserInvalidURLError)
+            ) and start:
+                later = self._completed  # behind requests completed in this packet
+                rest = _after_completed(start) if later else start
+                if rest is not None:
+                    self._line = b""
+                    if te_ows:  # llhttp refuses the coding after reporting the headers
+                        self.sink.request_withdrawn()
+                    return self._reparse(rest, unknown_method, te_ows, later)
             raise BadRequest(_tornado_reason(exc, self._line + data)) from None
         if self.in_message and not self._headers_done:
             if self._header_bytes > self.max_header_size:
@@ -155,11 +185,14 @@ class RequestParser:
             self._line = b""
         return None
 
-    def _reparse(self, data: bytes, unknown_method: bool) -> int | None:
-        """Parse again a request whose request line llhttp refused where Tornado accepts it:
-        a bare LF ending the line, or a method token llhttp does not know (parsed under a
-        stand-in, and reported as sent: the application answers 405, as with Tornado).
-        `data` holds the request from its first byte; returns as `_parse` does."""
+    def _reparse(self, data: bytes, unknown_method: bool, te_ows: bool, later: bool) -> int | None:
+        """Parse again a request llhttp refused where Tornado accepts it: a bare LF ending
+        the request line; a method token llhttp does not know (parsed under a stand-in, and
+        reported as sent: the application answers 405, as with Tornado); bytes over 0x7F in
+        the target (obs-text); `Transfer-Encoding: chunked` followed by a tab (OWS, RFC 9110
+        section 5.6.3; given to llhttp as spaces). `data` holds the request from its first
+        byte (`later`: a request behind others, not the one parsed again already); returns
+        as `_parse` does."""
         text = data.lstrip(b"\r\n")
         token = text.partition(b" ")[0].partition(b"\n")[0].removesuffix(b"\r")
         if unknown_method and not _TOKEN.fullmatch(token):
@@ -172,7 +205,7 @@ class RequestParser:
             self._held = text  # wait for the end of the request line
             return None
         line = text[:eol].removesuffix(b"\r")
-        if self._reparsing:
+        if (self._reparsing and not later) or self._reparsing >= _MAX_REPARSES:
             raise BadRequest(_BAD_LINE)
         if unknown_method:
             token, space, rest = line.partition(b" ")
@@ -180,12 +213,43 @@ class RequestParser:
                 raise BadRequest(_BAD_LINE)
             self._method_override = token.decode("latin1")
             line = b"GET " + rest
+        if not line.isascii():
+            line = self._ascii_target(line)
+        rest = text[eol + 1 :]
+        if te_ows:
+            rest = _te_ows_as_spaces(rest)
         self._restart()
-        self._reparsing = True
+        self._reparsing += 1
         try:
-            return self._parse(line + b"\r\n" + text[eol + 1 :])
+            return self._parse(line + b"\r\n" + rest)
         finally:
-            self._reparsing = False
+            self._reparsing -= 1
+
+    def _ascii_target(self, line: bytes) -> bytes:
+        """The request line with each byte over 0x7F of its target replaced (same length);
+        the target is reported as sent."""
+        parts = line.split(b" ")
+        if len(parts) != 3 or not (parts[0] + parts[2]).isascii():
+            raise BadRequest(_BAD_LINE)
+        self._target_override = parts[1]
+        return b" ".join((parts[0], _NON_ASCII.sub(b"x", parts[1]), parts[2]))
+
+    def _chunked_with_ows(self) -> bool:
+        """The one Transfer-Encoding read is `chunked` (llhttp refuses a tab after it)."""
+        values = [value for name, value in self._headers if name.lower() == "transfer-encoding"]
+        return len(values) == 1 and values[0].lower() == "chunked"
+
+    def expect_chunked_body(self) -> None:
+        """Read what is fed next as the chunked body of the current request, then requests
+        again: for a request whose headers llhttp stopped at (an Upgrade it will not take).
+        A fresh llhttp is primed with a stand-in request's headers, reported to no one."""
+        self._restart()
+        sink, self.sink = self.sink, _BodyOnly(self.sink)
+        try:
+            self._parser.feed_data(_CHUNKED_STAND_IN)
+        finally:
+            self.sink = sink
+        self._line = _CHUNKED_STAND_IN  # the start of what `feed` parses next, as sent
 
     def _restart(self) -> None:
         self._parser = _new_parser(self)
@@ -202,6 +266,8 @@ class RequestParser:
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > self.max_header_size:  # checked as it grows: never buffered
+            self._fail(BadRequest("request target too long", 414))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp drops the whitespace before a value, not after it; Tornado drops both.
@@ -223,9 +289,12 @@ class RequestParser:
             self._fail(BadRequest(f"Unsupported Transfer-Encoding {encoding}"))
         method = self._method_override or self._method()
         self._method_override = None
-        self.sink.request_parsed(
-            RequestStartLine(method, self._url.decode("latin1"), version), headers
-        )
+        url = self._url
+        if self._target_override is not None:
+            url, self._target_override = self._target_override, None
+        if url[:1] != b"/":
+            url = self._origin_form(url, headers)
+        self.sink.request_parsed(RequestStartLine(method, url.decode("latin1"), version), headers)
 
     def on_body(self, body: bytes) -> None:
         self.sink.body_received(body)
@@ -236,6 +305,19 @@ class RequestParser:
         self._completed = True
         self._header_bytes = 0
         self.sink.request_complete()
+
+    def _origin_form(self, url: bytes, headers: HTTPHeaders) -> bytes:
+        """An absolute-form target (`http://host/path`, which a server must accept: RFC 9112
+        section 3.2.2) as the origin-form applications route by; its authority replaces the
+        Host header (same section). Other forms (`*`, CONNECT's authority) are kept."""
+        match = _ABSOLUTE_FORM.fullmatch(url)
+        if match is None:
+            return url
+        authority, path = match.groups()
+        if not authority or b"@" in authority:  # RFC 9110 sections 4.2.1 and 4.2.4
+            self._fail(BadRequest(_BAD_LINE))
+        headers["Host"] = authority.decode("latin1")
+        return path if path[:1] == b"/" else b"/" + path
 
     def _method(self) -> str:
         raw: bytes = self._parser.get_method()
@@ -248,3 +330,75 @@ class RequestParser:
         """Stop llhttp from a callback; `feed` raises `error`."""
         self._error = error
         raise error
+
+
+class _BodyOnly:
+    """A `ParserSink` that passes on everything but the request's start."""
+
+    def __init__(self, sink: ParserSink) -> None:
+        self.sink = sink
+
+    def request_parsed(self, start_line: RequestStartLine, headers: HTTPHeaders) -> None:
+        pass
+
+    def body_received(self, data: bytes) -> None:
+        self.sink.body_received(data)
+
+    def request_complete(self) -> None:
+        self.sink.request_complete()
+
+    def request_withdrawn(self) -> None:
+        pass
+
+
+class _Counter:
+    """Counts the requests a parser completes (the callbacks httptools looks for)."""
+
+    completed = 0
+    begun = False
+
+    def on_message_begin(self) -> None:
+        self.begun = True
+
+    def on_message_complete(self) -> None:
+        self.completed += 1
+        self.begun = False
+
+
+def _count(data: bytes) -> tuple[int, bool]:
+    """How many requests llhttp completes in `data`, and whether another has begun."""
+    counter = _Counter()
+    with contextlib.suppress(httptools.HttpParserError, httptools.HttpParserUpgrade):
+        _new_parser(counter).feed_data(data)
+    return counter.completed, counter.begun
+
+
+def _after_completed(data: bytes) -> bytes | None:
+    """The bytes of `data` after the requests llhttp completed in it before it refused the
+    next one (llhttp gives no position): the shortest prefix that completes as many is
+    found by parsing prefixes again, doubling then halving (only on this error path)."""
+    done = _count(data)[0]
+    if not done:
+        return None
+    low, high = 0, 64
+    while high < len(data) and _count(data[:high])[0] < done:
+        low, high = high, high * 2
+    high = min(high, len(data))
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _count(data[:middle])[0] >= done:
+            high = middle
+        else:
+            low = middle
+    if _count(data[:high]) != (done, False):
+        return None
+    return data[high:]
+
+
+def _te_ows_as_spaces(rest: bytes) -> bytes:
+    """`rest` (a header block and what follows it) with the whitespace after a
+    `Transfer-Encoding: chunked` turned into spaces, which llhttp accepts."""
+    end = _HEADER_BLOCK_END.search(rest)
+    split = end.end() if end is not None else len(rest)
+    block = _TE_OWS.sub(lambda match: match[1] + b" " * len(match[2]), rest[:split])
+    return block + rest[split:]

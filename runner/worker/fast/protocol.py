@@ -20,7 +20,7 @@ from tornado import httputil
 from tornado.log import gen_log
 
 from .. import tornado_adapter as tornado
-from .connection import RequestConnection
+from .connection import RequestConnection, connection_options
 from .cycle import RequestCycle
 from .leftover import KEPT_BYTES, body_end, bytes_after
 from .parsing import BadRequest, RequestParser
@@ -29,9 +29,11 @@ from .stream import TransportStream
 from .streamview import StreamView
 
 _STATUS_LINES = {
-    400: b"HTTP/1.1 400 Bad Request\r\n\r\n",
+    400: b"HTTP/1.1 400 Bad Request\r\n\r\n",  # Tornado's bytes, for a malformed message
+    414: b"HTTP/1.1 414 URI Too Long\r\nConnection: close\r\n\r\n",
     431: b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
 }
+_REFUSED = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"
 
 
 class ClientConnection(RequestCycle, asyncio.Protocol):
@@ -65,6 +67,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self._received_size = 0
         self._received_from = 0
         self._parsed = 0
+        self._client_done = False  # half-closed by the client: close once answered
 
     # asyncio.Protocol
 
@@ -153,12 +156,13 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         if "Transfer-Encoding" not in request.headers and length == "0":
             return False
         self.parser = RequestParser(self, self.state.limits.max_header_size)
-        if "Transfer-Encoding" in request.headers:
-            self.queue.pop()
-            self._bad_request(BadRequest("chunked body on an Upgrade request"))
-            return True
         request.complete = False
         self.reading = request
+        if "Transfer-Encoding" in request.headers:
+            self.parser.expect_chunked_body()
+            if rest:
+                self._take(rest)
+            return True
         self._raw_body = int(length)
         rest = self._raw_body_received(rest)
         if rest:
@@ -179,7 +183,33 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         return rest
 
     def eof_received(self) -> bool | None:
-        return None  # the client is gone (as with Tornado): close
+        """The client's end of data. TCP cannot tell a half-close from a close until the
+        server writes, so the application hears of it as on Tornado (`on_connection_close`),
+        and the connection stays open for the answers to the requests sent in full (at most
+        the idle timeout), then closes: a client that half-closes still gets them. A request
+        cut short, or one the application is still being handed, ends the connection now;
+        so does TLS (asyncio's has no half-open state)."""
+        partial = self.reading
+        if partial is not None and self.queue and partial is not self.queue[0]:
+            self.queue.remove(partial)  # never seen by the application
+            self.reading = partial = None
+        if (
+            not self.queue
+            or partial is not None
+            or not self.queue[0].delegate_done
+            or self._upgrade is not None
+            or self.transport is None
+            or self.transport.get_extra_info("ssl_object") is not None
+        ):
+            return None
+        self._client_done = True
+        self.queue[-1].disconnect_on_finish = True  # its answer says so, if not yet sent
+        # A client that is gone holds a socket while its handler ignores the close: at most
+        # the idle timeout.
+        self.deadline = time.monotonic() + self.state.limits.idle_timeout
+        self._tell_closed(self.queue[0])
+        self._stream_closed()  # as Tornado's IOStream closes at the client's end of data
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
@@ -191,6 +221,10 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             if head.started and not head.detached:
                 self._tell_closed(head)
             head.release()
+        self._stream_closed()
+
+    def _stream_closed(self) -> None:
+        """Run the callback set through `stream.set_close_callback` (once)."""
         callback, self.stream_close_callback = self.stream_close_callback, None
         if callback is not None:
             asyncio.get_running_loop().call_soon(callback)
@@ -237,6 +271,13 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             request.complete = True
             self.reading = None
 
+    def request_withdrawn(self) -> None:
+        request = self.reading
+        if request is not None:
+            self.queue.remove(request)
+            self.reading = None
+            self._parsed -= 1
+
     # ConnectionOwner (for RequestConnection)
 
     @property
@@ -265,10 +306,15 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
     @property
     def stream(self) -> StreamView:
         assert self.transport is not None
-        return StreamView(self.transport, self.send, self._set_stream_close_callback)
+        return StreamView(
+            self.transport, self.send, self._set_stream_close_callback, self._client_gone
+        )
 
     def _set_stream_close_callback(self, callback: Callable[[], None] | None) -> None:
         self.stream_close_callback = callback
+
+    def _client_gone(self) -> bool:
+        return self._client_done
 
     def abort_response(self) -> None:
         if self.transport is not None:
@@ -310,6 +356,9 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             asyncio.get_running_loop().call_soon(self._advance)
         elif self._error is not None:
             self._answer_error(self._error)
+            return
+        elif self._client_done:
+            self.transport.close()
             return
         else:
             self.deadline = time.monotonic() + self.state.limits.idle_timeout
@@ -365,7 +414,8 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         else:
             gen_log.info("Malformed HTTP message from %s: %s", self.context, exc)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_STATUS_LINES.get(exc.status, _STATUS_LINES[400]))
+            line = _REFUSED if exc.announce_close else _STATUS_LINES.get(exc.status)
+            self.transport.write(line or _STATUS_LINES[400])
             self.transport.close()
 
     def _close(self) -> None:
@@ -381,18 +431,19 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self._close()
 
     def _keep_alive(self, start_line: httputil.RequestStartLine, headers: Any) -> bool:
+        """Whether the connection persists after this request (RFC 9112 section 9.3)."""
         if self.state.draining or self.state.no_keep_alive:
             return False
-        connection = headers["Connection"].lower() if "Connection" in headers else None
+        options = connection_options(headers["Connection"]) if "Connection" in headers else ()
+        if "close" in options:
+            return False
         if start_line.version == "HTTP/1.1":
-            return bool(connection != "close")
-        if (
-            "Content-Length" in headers
-            or "Transfer-Encoding" in headers
-            or start_line.method in ("HEAD", "GET")
-        ):
-            return bool(connection == "keep-alive")
-        return False
+            return True
+        if "Transfer-Encoding" in headers:
+            return False  # an HTTP/1.0 message's framing is faulty with it (RFC 9112 6.1)
+        return "keep-alive" in options and (
+            "Content-Length" in headers or start_line.method in ("HEAD", "GET")
+        )
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None and not self.closed:
@@ -401,6 +452,8 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         if self.read_paused and self.transport is not None and not self.closed:
+            if self._client_done:
+                return  # nothing more to read
             self.read_paused = False
             self.transport.resume_reading()
 
