@@ -125,7 +125,7 @@ def parse_responses(
         if parsed is None:
             break
         response, pos = parsed
-        finals = sum(1 for r in responses if r.status >= 200)
+        finals = sum(1 for r in responses if _final(r))
         method = methods[finals] if finals < len(methods) else "GET"
         encoding = (response.header("transfer-encoding") or "").lower()
         length = response.header("content-length")
@@ -313,6 +313,11 @@ class _Conn:
             self.eof = not piece
 
 
+def _final(response: RawResponse) -> bool:
+    """A final answer to a request: 2xx-5xx, or 101 (the last HTTP answer on it)."""
+    return response.status >= 200 or response.status == 101
+
+
 def _finals(conn: _Conn, methods: Sequence[str]) -> list[RawResponse]:
     try:
         responses, _ = parse_responses(conn.data, methods, conn.eof)
@@ -330,7 +335,7 @@ def _send_steps(conn: _Conn, steps: Sequence[Step], methods: Sequence[str]) -> N
         elif step == SHUT_WR:
             conn.sock.shutdown(socket.SHUT_WR)
         elif step == AWAIT_INTERIM:
-            conn.read_until(lambda: any(r.status < 200 for r in _finals(conn, methods)))
+            conn.read_until(lambda: any(not _final(r) for r in _finals(conn, methods)))
 
 
 def run_case(server: EchoServer, c: Case) -> Outcome:
@@ -345,12 +350,12 @@ def run_case(server: EchoServer, c: Case) -> Outcome:
 
         def enough() -> bool:
             responses = _finals(conn, methods)
-            finals = [r for r in responses if r.status >= 200]
+            finals = [r for r in responses if _final(r)]
             return len(finals) >= wanted or any(r.status == 101 for r in responses)
 
         conn.read_until(enough)
         if not conn.eof and not enough():
-            outcome.waited = len([r for r in _finals(conn, methods) if r.status >= 200])
+            outcome.waited = len([r for r in _finals(conn, methods) if _final(r)])
         upgraded = any(r.status == 101 for r in _finals(conn, methods))
         sent = False
         if upgraded or SHUT_WR in c.steps:
@@ -389,8 +394,8 @@ def _read_outcome(
         del responses[follow[0]]
     elif sent:
         outcome.follow_up = "sent, no answer"
-    outcome.statuses = [r.status for r in responses if r.status >= 200]
-    outcome.interim = [r.status for r in responses if r.status < 200]
+    outcome.statuses = [r.status for r in responses if _final(r)]
+    outcome.interim = [r.status for r in responses if not _final(r)]
     if responses:
         outcome.last_connection = responses[-1].header("connection")
 
