@@ -8,13 +8,11 @@ normal request (`FOLLOW`, with `Connection: close`) goes on the same connection 
 server kept it open: it must get exactly one answer of its own. A request whose target holds
 `SMUGGLED` must never be served, whatever else happens.
 
-`parse_responses` splits a byte stream into HTTP/1.1 responses (status, headers, body framed
-by Content-Length, chunked or the close), for any test that reads raw bytes.
+Answers are read with `http_responses.parse_responses`.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from http_responses import RawResponse, is_final, parse_responses
 from runner_support import Server, http_get, start_server
 
 KINDS = ("fast", "tornado")
@@ -37,119 +36,6 @@ AWAIT_INTERIM = "await-interim"
 """A step: wait (up to READ_TIMEOUT) for a 1xx answer before sending what follows."""
 
 Step = bytes | float | str
-
-
-# responses ------------------------------------------------------------------------------
-
-
-@dataclass
-class RawResponse:
-    status: int
-    reason: str
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """The field's value (several lines joined by ", "), or None."""
-        values = [value for key, value in self.headers if key.lower() == name.lower()]
-        return ", ".join(values) if values else None
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
-
-
-def _line(data: bytes, start: int) -> tuple[bytes, int] | None:
-    end = data.find(b"\n", start)
-    if end < 0:
-        return None
-    return data[start:end].removesuffix(b"\r"), end + 1
-
-
-def _head(data: bytes) -> tuple[RawResponse, int] | None:
-    first = _line(data, 0)
-    if first is None:
-        return None
-    status_line, pos = first
-    version, _, rest = status_line.partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    if not version.startswith(b"HTTP/") or not code.isdigit():
-        raise ValueError(f"not an HTTP response: {data[:60]!r}")
-    headers = []
-    while True:
-        item = _line(data, pos)
-        if item is None:
-            return None
-        line, pos = item
-        if not line:
-            break
-        name, _, value = line.partition(b":")
-        headers.append((name.decode("latin1"), value.strip().decode("latin1")))
-    return RawResponse(int(code), reason.decode("latin1"), headers, b""), pos
-
-
-def _chunked(data: bytes, pos: int) -> tuple[bytes, int] | None:
-    body = b""
-    while True:
-        item = _line(data, pos)
-        if item is None:
-            return None
-        size_line, pos = item
-        size = int(size_line.partition(b";")[0].strip(), 16)
-        if size == 0:
-            while True:  # trailer section
-                item = _line(data, pos)
-                if item is None:
-                    return None
-                line, pos = item
-                if not line:
-                    return body, pos
-        if len(data) < pos + size + 2:
-            return None
-        body += data[pos : pos + size]
-        pos += size + 2
-
-
-def parse_responses(
-    data: bytes, methods: Sequence[str] = (), eof: bool = False
-) -> tuple[list[RawResponse], bytes]:
-    """The complete responses at the start of `data` and the bytes left after them. The n-th
-    final response answers `methods[n]` (HEAD: no body; default GET). A response without a
-    length ends at the close (`eof`). Parsing stops after a 101: the rest is another
-    protocol's. Raises ValueError on bytes that are not a response."""
-    responses: list[RawResponse] = []
-    while data:
-        parsed = _head(data)
-        if parsed is None:
-            break
-        response, pos = parsed
-        finals = sum(1 for r in responses if _final(r))
-        method = methods[finals] if finals < len(methods) else "GET"
-        encoding = (response.header("transfer-encoding") or "").lower()
-        length = response.header("content-length")
-        if response.status < 200 or response.status in (204, 304) or method == "HEAD":
-            pass
-        elif encoding.endswith("chunked"):
-            body = _chunked(data, pos)
-            if body is None:
-                break
-            response.body, pos = body
-        elif length is not None:
-            size = int(length.partition(",")[0])
-            if len(data) < pos + size:
-                break
-            response.body, pos = data[pos : pos + size], pos + size
-        elif eof:
-            response.body, pos = data[pos:], len(data)
-        else:
-            break
-        responses.append(response)
-        data = data[pos:]
-        if response.status == 101:
-            break
-    return responses, data
 
 
 # cases ----------------------------------------------------------------------------------
@@ -171,7 +57,9 @@ class Reply:
         return f"{list(self.statuses)} {close}{served}"
 
 
-def answer(*statuses: int, close: bool | None = False, served: Sequence[str] | None = None) -> Reply:
+def answer(
+    *statuses: int, close: bool | None = False, served: Sequence[str] | None = None
+) -> Reply:
     return Reply(statuses, close, None if served is None else tuple(served))
 
 
@@ -313,11 +201,6 @@ class _Conn:
             self.eof = not piece
 
 
-def _final(response: RawResponse) -> bool:
-    """A final answer to a request: 2xx-5xx, or 101 (the last HTTP answer on it)."""
-    return response.status >= 200 or response.status == 101
-
-
 def _finals(conn: _Conn, methods: Sequence[str]) -> list[RawResponse]:
     try:
         responses, _ = parse_responses(conn.data, methods, conn.eof)
@@ -335,7 +218,7 @@ def _send_steps(conn: _Conn, steps: Sequence[Step], methods: Sequence[str]) -> N
         elif step == SHUT_WR:
             conn.sock.shutdown(socket.SHUT_WR)
         elif step == AWAIT_INTERIM:
-            conn.read_until(lambda: any(not _final(r) for r in _finals(conn, methods)))
+            conn.read_until(lambda: any(not is_final(r) for r in _finals(conn, methods)))
 
 
 def run_case(server: EchoServer, c: Case) -> Outcome:
@@ -350,12 +233,12 @@ def run_case(server: EchoServer, c: Case) -> Outcome:
 
         def enough() -> bool:
             responses = _finals(conn, methods)
-            finals = [r for r in responses if _final(r)]
+            finals = [r for r in responses if is_final(r)]
             return len(finals) >= wanted or any(r.status == 101 for r in responses)
 
         conn.read_until(enough)
         if not conn.eof and not enough():
-            outcome.waited = len([r for r in _finals(conn, methods) if _final(r)])
+            outcome.waited = len([r for r in _finals(conn, methods) if is_final(r)])
         upgraded = any(r.status == 101 for r in _finals(conn, methods))
         sent = False
         if upgraded or SHUT_WR in c.steps:
@@ -394,8 +277,8 @@ def _read_outcome(
         del responses[follow[0]]
     elif sent:
         outcome.follow_up = "sent, no answer"
-    outcome.statuses = [r.status for r in responses if _final(r)]
-    outcome.interim = [r.status for r in responses if not _final(r)]
+    outcome.statuses = [r.status for r in responses if is_final(r)]
+    outcome.interim = [r.status for r in responses if not is_final(r)]
     if responses:
         outcome.last_connection = responses[-1].header("connection")
 

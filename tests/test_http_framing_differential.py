@@ -32,7 +32,9 @@ A_CLOSED = answer(200, close=True, served=["GET /a 0"])
 POST_HEAD = b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
 
 
-def _get(version: bytes = b"HTTP/1.1", fields: bytes = b"Host: t\r\n", target: bytes = b"/a") -> bytes:
+def _get(
+    version: bytes = b"HTTP/1.1", fields: bytes = b"Host: t\r\n", target: bytes = b"/a"
+) -> bytes:
     return b"GET " + target + b" " + version + b"\r\n" + fields + b"\r\n"
 
 

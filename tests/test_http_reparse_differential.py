@@ -1,11 +1,12 @@
 """The paths where a parser holds, re-reads or hands over bytes, tried on both HTTP servers:
 `Upgrade:` requests (with bodies, pipelined, a real WebSocket handshake), request lines it
 must parse again (empty lines before a lowercase or long unknown method, bare LF ends, a line
-split over packets), requests trickled byte by byte or cut at tricky offsets, and pipelines.
+split over packets), and requests trickled byte by byte or cut at tricky offsets.
 A request is never made of bytes of another request's body or header (`/SMUGGLED`)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,7 +39,9 @@ REPARSE = "9112 2.2, 9110 9.1, 7.8"
 SPLIT = "9112 2.1"
 """HTTP/1.1 is a byte stream: its framing cannot depend on where packets end."""
 WEBSOCKET = (
-    b"GET /ws HTTP/1.1\r\nHost: t\r\n" + UPGRADE + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"GET /ws HTTP/1.1\r\nHost: t\r\n"
+    + UPGRADE
+    + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     b"Sec-WebSocket-Version: 13\r\n\r\n"
 )
 
@@ -59,7 +62,7 @@ def split(data: bytes, *offsets: int, pause: float = 0.05) -> tuple[Step, ...]:
     """`data` cut at `offsets` (negative: from the end), with a pause between the pieces."""
     cuts = [0, *(offset % len(data) for offset in offsets), len(data)]
     steps: list[Step] = []
-    for start, end in zip(cuts, cuts[1:], strict=False):
+    for start, end in itertools.pairwise(cuts):
         steps += [data[start:end], pause]
     return tuple(steps)
 
@@ -285,7 +288,9 @@ SPLITS = [
         "split-last-chunk",
         f"{SPLIT}, 9112 7.1",
         "the last chunk cut after its CR",
-        *split(msg(b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked", chunked(b"hello")), -4),
+        *split(
+            msg(b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked", chunked(b"hello")), -4
+        ),
         expect=answer(200, served=["POST /a 5"]),
     ),
     case(
@@ -327,99 +332,7 @@ SPLITS = [
     ),
 ]
 
-PIPELINES = [
-    case(
-        "two-gets",
-        "9112 9.3.2",
-        "a server MAY process pipelined requests in parallel, answering in order",
-        GET_A + GET_B,
-        expect=answer(200, 200, served=["GET /a 0", "GET /b 0"]),
-    ),
-    case(
-        "three-with-bodies",
-        "9112 9.3.2, 6.3",
-        "GET, a POST and a chunked POST whose bodies hold requests, in one packet",
-        GET_A + CL_HIDDEN.replace(b"/a", b"/b") + CHUNKED_HIDDEN.replace(b"/a", b"/c"),
-        expect=answer(200, 200, 200, served=["GET /a 0", f"POST /b {N}", f"POST /c {N}"]),
-    ),
-    case(
-        "ten-gets",
-        "9112 9.3.2",
-        "ten pipelined requests in one packet",
-        GET_A * 10,
-        expect=answer(*[200] * 10, served=["GET /a 0"] * 10),
-    ),
-    case(
-        "bad-length-then-hidden",
-        "9112 6.3 (5)",
-        "an invalid Content-Length: 400 and close, the bytes after are never read",
-        b"GET /a HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n" + HIDDEN,
-        expect=refuse(400),
-    ),
-    case(
-        "good-bad-hidden",
-        "9112 6.3 (5), 9.3.2",
-        "a valid request, an invalid one, a hidden one: 200, 400, close",
-        GET_A + b"GET /b HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n" + HIDDEN,
-        expect=answer(200, 400, close=True, served=["GET /a 0"]),
-    ),
-    case(
-        "head-then-get",
-        "9110 9.3.2, 9112 6.3 (1)",
-        "a HEAD answer has no body: the next answer follows its header section",
-        b"HEAD /a HTTP/1.1\r\nHost: t\r\n\r\n" + GET_B,
-        expect=answer(200, 200, served=["HEAD /a 0", "GET /b 0"]),
-        methods=("HEAD", "GET"),
-    ),
-    case(
-        "expect-then-next",
-        "9110 10.1.1, 9112 9.3.2",
-        "a body sent without waiting for 100 Continue, then the next request",
-        msg(b"POST /a HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5", b"hello")
-        + GET_B,
-        expect=answer(200, 200, served=["POST /a 5", "GET /b 0"]),
-    ),
-    case(
-        "http10-keep-alive-then-11",
-        "9112 9.3",
-        "an HTTP/1.0 keep-alive request, then an HTTP/1.1 one",
-        b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + GET_B,
-        expect=answer(200, 200, served=["GET /a 0", "GET /b 0"]),
-    ),
-    case(
-        "get-with-body",
-        "9110 9.3.1, 9112 6.3",
-        "a GET with a Content-Length body holding a request: the body is read",
-        msg(b"GET /a HTTP/1.1\r\nHost: t\r\nContent-Length: {n}", HIDDEN),
-        expect=answer(200, served=[f"GET /a {N}"]),
-    ),
-    case(
-        "close-then-hidden",
-        "9112 9.6",
-        "after a request with Connection: close the server MUST NOT process more",
-        b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" + HIDDEN,
-        expect=answer(200, close=True, served=["GET /a 0"]),
-        tornado="runs the pipelined request after the close (its answer is never sent)",
-    ),
-    case(
-        "http10-then-hidden",
-        "9112 9.3, 9.6",
-        "an HTTP/1.0 request without keep-alive ends the connection: nothing after it runs",
-        b"GET /a HTTP/1.0\r\n\r\n" + HIDDEN,
-        expect=answer(200, close=True, served=["GET /a 0"]),
-        tornado="runs the pipelined request after the close (its answer is never sent)",
-    ),
-    case(
-        "chunked-then-get",
-        "9112 7.1, 9.3.2",
-        "a chunked POST and a GET in one packet",
-        msg(b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked", chunked(b"hello"))
-        + GET_B,
-        expect=answer(200, 200, served=["POST /a 5", "GET /b 0"]),
-    ),
-]
-
-CASES = REPARSING + SPLITS + PIPELINES
+CASES = REPARSING + SPLITS
 
 
 @pytest.fixture(scope="module", params=KINDS)
