@@ -88,6 +88,67 @@ CHUNKED_HIDDEN = msg(b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked
 CL_HIDDEN = msg(b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: {n}", HIDDEN)
 GET_A = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
 
+H36 = HIDDEN.replace(b"Host: t", b"Host: tt")
+"""A hidden request of 36 bytes: what an offset measured in a rebuilt buffer misses by when
+18 CRLFs (or 36 LFs, or a 39-letter method for GET) are stripped before the request line."""
+PADDED = b"A" * 64 + H36
+NEXT = b"123456789GET /b HTTP/1.1\r\nHost: t\r\n\r\n"
+"""A request whose method is '123456789GET' (a token): shifted by 9 bytes it would be GET."""
+SHIFTED = [
+    case(
+        "many-empty-lines-upgrade-body",
+        REPARSE,
+        "18 empty lines, a lowercase method, Upgrade, a body ending in a request",
+        b"\r\n" * 18
+        + msg(b"get /a HTTP/1.1\r\nHost: t\r\n" + UPGRADE + b"Content-Length: {n}", PADDED),
+        expect=[*unknown([f"get /a {len(PADDED)}"]), *refuse(400)],
+    ),
+    case(
+        "many-bare-lf-lines-upgrade-body",
+        REPARSE,
+        "36 bare-LF empty lines, a lowercase method, Upgrade, a body ending in a request",
+        b"\n" * 36
+        + msg(b"get /a HTTP/1.1\r\nHost: t\r\n" + UPGRADE + b"Content-Length: {n}", PADDED),
+        expect=[*unknown([f"get /a {len(PADDED)}"]), *refuse(400)],
+    ),
+    case(
+        "39-letter-method-upgrade-body",
+        REPARSE,
+        "a 39-letter unknown method, Upgrade, a body ending in a request",
+        msg(b"M" * 39 + b" /a HTTP/1.1\r\nHost: t\r\n" + UPGRADE + b"Content-Length: {n}", PADDED),
+        expect=unknown([f"{'M' * 39} /a {len(PADDED)}"]),
+    ),
+    case(
+        "bare-lf-line-upgrade-then-next",
+        "9112 2.2, 9110 7.8",
+        "a bare-LF Upgrade request with a body, then a request with a 12-letter method",
+        msg(
+            b"GET /a HTTP/1.1\nHost: t\nUpgrade: websocket\nConnection: Upgrade\n"
+            b"Content-Length: {n}",
+            b"hello",
+            end=b"\n\n",
+        )
+        + NEXT,
+        expect=[
+            answer(200, 405, served=["GET /a 5", "123456789GET /b 0"]),
+            answer(200, 501, close=None),
+            *refuse(400),
+        ],
+    ),
+    case(
+        "split-method-upgrade-then-next",
+        f"{SPLIT}, {REPARSE}",
+        "a lowercase method held over a packet end, Upgrade, a body, then the next request",
+        b"get /a HT",
+        0.05,
+        msg(b"TP/1.1\r\nHost: t\r\n" + UPGRADE + b"Content-Length: {n}", b"hello") + NEXT,
+        expect=[
+            answer(405, 405, served=["get /a 5", "123456789GET /b 0"]),
+            answer(501, 501, close=None),
+        ],
+    ),
+]
+
 REPARSING = [
     case(
         "crlf-lowercase-upgrade-body",
@@ -332,7 +393,7 @@ SPLITS = [
     ),
 ]
 
-CASES = REPARSING + SPLITS
+CASES = SHIFTED + REPARSING + SPLITS
 
 
 @pytest.fixture(scope="module", params=KINDS)
