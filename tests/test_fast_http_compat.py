@@ -22,7 +22,7 @@ from fast_http_apps import application
 from fast_http_support import GET, serving, until
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httputil import HTTPServerRequest
-from tornado_run.runner.worker.fast.leftover import request_end
+from tornado_run.runner.worker.fast.parsing import request_end
 
 pytestmark = pytest.mark.timeout(20)
 

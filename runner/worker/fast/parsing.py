@@ -6,8 +6,9 @@ chunked, a bad chunk size) is refused."""
 
 from __future__ import annotations
 
-import contextlib
 import re
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NoReturn, Protocol
 
 import httptools
@@ -117,6 +118,7 @@ class RequestParser:
         self._header_bytes = 0
         self._headers_done = False
         self._completed = False
+        self._ends = 0
         self._method_override: str | None = None
         self._target_override: bytes | None = None
         self._held = b""
@@ -150,6 +152,7 @@ class RequestParser:
         began_idle = not self.in_message
         start = data if began_idle else self._line + data if self._line else b""
         self._completed = False
+        ends = self._ends
         if not self._headers_done:
             self._header_bytes += len(data)
         try:
@@ -169,13 +172,16 @@ class RequestParser:
                 or reason == _BARE_LF_ERROR
                 or isinstance(exc, httptools.HttpParserInvalidURLError)
             ) and start:
-                later = self._completed  # behind requests completed in this packet
-                rest = _after_completed(start) if later else start
-                if rest is not None:
+                done = self._ends - ends  # requests llhttp completed before this one
+                rest = start
+                if done:  # those bytes end at the end of request `done` of `start`
+                    end = request_end([start], done, True, self.max_header_size)
+                    rest = start[end:] if end is not None else b""
+                if rest:
                     self._line = b""
                     if te_ows:  # llhttp refuses the coding after reporting the headers
                         self.sink.request_withdrawn()
-                    return self._reparse(rest, unknown_method, te_ows, later)
+                    return self._reparse(rest, unknown_method, te_ows, done > 0)
             raise BadRequest(_tornado_reason(exc, self._line + data)) from None
         if self.in_message and not self._headers_done:
             if self._header_bytes > self.max_header_size:
@@ -303,6 +309,7 @@ class RequestParser:
         self.in_message = False
         self._headers_done = False
         self._completed = True
+        self._ends += 1
         self._header_bytes = 0
         self.sink.request_complete()
 
@@ -351,48 +358,108 @@ class _BodyOnly:
         pass
 
 
+class _Enough(Exception):
+    """Raised by `_Counter` to stop a parse at the request it counts to."""
+
+
 class _Counter:
-    """Counts the requests a parser completes (the callbacks httptools looks for)."""
+    """A `ParserSink` that counts header blocks (`with_body` false) or ends of requests,
+    and stops the parse once it has counted `target`: bytes after that request are never
+    parsed, so a request refused behind it is never parsed again from here."""
 
-    completed = 0
-    begun = False
+    def __init__(self, target: int, with_body: bool) -> None:
+        self.target = target
+        self.with_body = with_body
+        self.count = 0
 
-    def on_message_begin(self) -> None:
-        self.begun = True
+    def request_parsed(self, start_line: RequestStartLine, headers: HTTPHeaders) -> None:
+        if not self.with_body:
+            self._counted()
 
-    def on_message_complete(self) -> None:
-        self.completed += 1
-        self.begun = False
+    def body_received(self, data: bytes) -> None:
+        pass
+
+    def request_complete(self) -> None:
+        if self.with_body:
+            self._counted()
+
+    def request_withdrawn(self) -> None:
+        self.count -= not self.with_body
+
+    def _counted(self) -> None:
+        self.count += 1
+        if self.count >= self.target:
+            raise _Enough
 
 
-def _count(data: bytes) -> tuple[int, bool]:
-    """How many requests llhttp completes in `data`, and whether another has begun."""
-    counter = _Counter()
-    with contextlib.suppress(httptools.HttpParserError, httptools.HttpParserUpgrade):
-        _new_parser(counter).feed_data(data)
-    return counter.completed, counter.begun
+def request_end(
+    packets: Sequence[bytes], number: int, with_body: bool, max_header_size: int
+) -> int | None:
+    """Where request `number` (counted from 1) of `packets` (a client's bytes as they
+    arrived, from the first byte of a request on) ends: after its body, or with `with_body`
+    false after its header block. None if it does not end in them.
+
+    httptools does not say where in a packet a request ends, so the packets are parsed
+    again as they arrived: once to find the packet it ends in, then prefixes of that packet
+    (doubling, then halving: a request that ends early in a large packet costs a few short
+    parses), each time from the last packet that began between requests."""
+    counter = _Counter(number, with_body)
+    parser = RequestParser(counter, max_header_size)
+    start = counted = offset = 0  # a packet that began between requests, count before it
+    for index, packet in enumerate(packets):
+        if not parser.in_message and not parser.holding:
+            start, counted = index, counter.count
+        stopped = _feed(parser, packet)
+        if counter.count >= number:
+            before = packets[start:index]
+            replay = partial(_replay, before, packet, number - counted, with_body, max_header_size)
+            return offset + _shortest(replay, len(packet))
+        if stopped:
+            return None
+        offset += len(packet)
+    return None
 
 
-def _after_completed(data: bytes) -> bytes | None:
-    """The bytes of `data` after the requests llhttp completed in it before it refused the
-    next one (llhttp gives no position): the shortest prefix that completes as many is
-    found by parsing prefixes again, doubling then halving (only on this error path)."""
-    done = _count(data)[0]
-    if not done:
-        return None
+def _feed(parser: RequestParser, data: bytes) -> bool:
+    """Parse `data`; True if parsing stops there (an upgrade, bytes refused, or the
+    request counted to)."""
+    try:
+        return parser.feed(data) is not None
+    except (BadRequest, _Enough):
+        return True
+
+
+def _replay(
+    before: Sequence[bytes],
+    last: bytes,
+    wanted: int,
+    with_body: bool,
+    max_header_size: int,
+    size: int,
+) -> bool:
+    """Whether a fresh parser counts `wanted` requests in `before` then `last[:size]`."""
+    counter = _Counter(wanted, with_body)
+    parser = RequestParser(counter, max_header_size)
+    for packet in [*before, last[:size]]:
+        if _feed(parser, packet):
+            break
+    return counter.count >= wanted
+
+
+def _shortest(reaches: Callable[[int], bool], size: int) -> int:
+    """The least `n` in 1..`size` with `reaches(n)`, for a `reaches` false at 0, true at
+    `size`, and monotonic."""
     low, high = 0, 64
-    while high < len(data) and _count(data[:high])[0] < done:
+    while high < size and not reaches(high):
         low, high = high, high * 2
-    high = min(high, len(data))
+    high = min(high, size)
     while high - low > 1:
         middle = (low + high) // 2
-        if _count(data[:middle])[0] >= done:
+        if reaches(middle):
             high = middle
         else:
             low = middle
-    if _count(data[:high]) != (done, False):
-        return None
-    return data[high:]
+    return high
 
 
 def _te_ows_as_spaces(rest: bytes) -> bytes:
