@@ -119,6 +119,7 @@ class RequestParser:
         self._headers_done = False
         self._completed = False
         self._ends = 0
+        self._strict_lines = False  # in a chunked body: every line ends in CRLF
         self._method_override: str | None = None
         self._target_override: bytes | None = None
         self._held = b""
@@ -261,6 +262,7 @@ class RequestParser:
         self._parser = _new_parser(self)
         self.in_message = False
         self._header_bytes = 0
+        self._strict_lines = False
 
     # httptools callbacks
 
@@ -290,9 +292,14 @@ class RequestParser:
         if version is None:
             self._fail(BadRequest(_BAD_LINE))
         headers = tornado.checked_headers(self._headers)  # llhttp checked every character
-        if "Transfer-Encoding" in headers and headers["Transfer-Encoding"].lower() != "chunked":
+        if "Transfer-Encoding" in headers:
             encoding = headers["Transfer-Encoding"]
-            self._fail(BadRequest(f"Unsupported Transfer-Encoding {encoding}"))
+            if _codings(encoding) != ["chunked"]:
+                self._fail(BadRequest(f"Unsupported Transfer-Encoding {encoding}"))
+            # Chunk lines end in CRLF (RFC 9112 section 7.1): the bare LF allowed in the
+            # header block would let `5\r\nhello\n0` end a body a strict reader goes on with.
+            self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=False)
+            self._strict_lines = True
         method = self._method_override or self._method()
         self._method_override = None
         url = self._url
@@ -311,6 +318,9 @@ class RequestParser:
         self._completed = True
         self._ends += 1
         self._header_bytes = 0
+        if self._strict_lines:
+            self._strict_lines = False
+            self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.sink.request_complete()
 
     def _origin_form(self, url: bytes, headers: HTTPHeaders) -> bytes:
@@ -460,6 +470,12 @@ def _shortest(reaches: Callable[[int], bool], size: int) -> int:
         else:
             low = middle
     return high
+
+
+def _codings(value: str) -> list[str]:
+    """The transfer codings of a `Transfer-Encoding` value, lower-cased, its empty list
+    elements ignored (RFC 9110 section 5.6.1)."""
+    return [coding for part in value.split(",") if (coding := part.strip(" \t").lower())]
 
 
 def _te_ows_as_spaces(rest: bytes) -> bytes:
