@@ -3,8 +3,8 @@ with `RequestParser`, drives Tornado's delegates (`start_request`, `headers_rece
 `data_received`, `finish`, `on_connection_close`) one request at a time, answers pipelined
 requests in order, and applies flow control both ways: reading pauses while a request
 waits behind another or READ_PAUSE_BYTES of a body wait for the handler, writes return a
-future that waits while the transport's buffer is full. `detach()` hands over the transport
-with the bytes the client sent after the request."""
+future that waits while the transport's buffer is full. `detach()` and Upgrade requests with
+a body are `Handover`'s (handover.py)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,9 @@ from tornado.log import gen_log
 from .. import tornado_adapter as tornado
 from .connection import RequestConnection, connection_options
 from .cycle import RequestCycle
-from .leftover import KEPT_BYTES, body_end, bytes_after
+from .handover import Handover
 from .parsing import BadRequest, RequestParser
 from .state import READ_PAUSE_BYTES, ServerState
-from .stream import TransportStream
 from .streamview import StreamView
 
 _STATUS_LINES = {
@@ -36,7 +35,7 @@ _STATUS_LINES = {
 _REFUSED = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"
 
 
-class ClientConnection(RequestCycle, asyncio.Protocol):
+class ClientConnection(RequestCycle, Handover, asyncio.Protocol):
     """The HTTP side of one accepted socket; `deadline` is read by the timeout sweep."""
 
     stream_close_callback: Callable[[], None] | None = None  # set through `stream`
@@ -84,19 +83,7 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self.deadline = time.monotonic() + self.state.limits.idle_timeout
 
     def data_received(self, data: bytes) -> None:
-        parser = self.parser
-        if self.queue or parser.in_message or parser.holding:
-            received = self._received
-            if received is not None:
-                self._received_size += len(data)
-                if self._received_size <= KEPT_BYTES and not self._body_taken():
-                    received.append(data)
-                else:
-                    self._received = None
-        else:  # a request boundary: no request before these bytes can be detached
-            self._received = [data]
-            self._received_size = len(data)
-            self._received_from = self._parsed
+        self._keep(data)
         self._take(data)
 
     def _take(self, data: bytes) -> None:
@@ -125,62 +112,6 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         reading = self.reading
         if len(self.queue) > 1 or (reading is not None and reading.buffered > READ_PAUSE_BYTES):
             self._pause_reading()
-
-    def _body_taken(self) -> bool:
-        """The handler has begun to take the Content-Length body being read: what it
-        leaves need not be kept, and `_keep_from_body_end` finds where the body ends."""
-        request = self.reading
-        return (
-            request is not None
-            and request.body_size > 0
-            and "Transfer-Encoding" not in request.headers
-        )
-
-    def _keep_from_body_end(self, data: bytes) -> None:
-        """With no bytes kept (a large body), start keeping them again where the body
-        being read ends, if it has a length and ends in `data`."""
-        end = body_end(self.reading, data)
-        if end is not None and self.reading is not None:
-            self._received = [data[end:]]
-            self._received_size = len(data) - end
-            self._received_from = self.reading.number
-
-    def _upgrade_has_body(self, rest: bytes) -> bool:
-        """llhttp stops at the headers of a request with `Upgrade:`. One with a body (say
-        `Upgrade: h2c` on a POST) is served as a plain request: its body is taken from the
-        bytes that follow, and parsing goes on after it."""
-        request = self.queue[-1] if self.queue else None
-        if request is None:
-            return False
-        length = request.headers.get("Content-Length", "0")
-        if "Transfer-Encoding" not in request.headers and length == "0":
-            return False
-        self.parser = RequestParser(self, self.state.limits.max_header_size)
-        request.complete = False
-        self.reading = request
-        if "Transfer-Encoding" in request.headers:
-            self.parser.expect_chunked_body()
-            if rest:
-                self._take(rest)
-            return True
-        self._raw_body = int(length)
-        rest = self._raw_body_received(rest)
-        if rest:
-            self._take(rest)
-        return True
-
-    def _raw_body_received(self, data: bytes) -> bytes:
-        """Take the body of an upgrade-with-body request from `data`; return the rest."""
-        piece = data[: self._raw_body]
-        self._raw_body -= len(piece)
-        self.body_received(piece)
-        rest = data[len(piece) :]
-        if not self._raw_body:
-            self.request_complete()
-            self._received = [rest]  # a request boundary, right after the request
-            self._received_size = len(rest)
-            self._received_from = self._parsed
-        return rest
 
     def eof_received(self) -> bool | None:
         """The client's end of data. TCP cannot tell a half-close from a close until the
@@ -320,22 +251,6 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def detach(self, request: RequestConnection) -> Any:
-        assert self.transport is not None
-        request.detached = True
-        if self._upgrade is not None and self.queue[-1] is request:
-            leftover = bytes(self._upgrade)
-        else:
-            leftover = self._unparsed(request)
-        self._upgrade = None
-        self.queue.clear()
-        self.deadline = math.inf
-        self.state.connections.discard(self)
-        self.read_paused = False  # reading is the stream's business from here on
-        stream = TransportStream(self.transport, leftover)
-        request.release()
-        return stream
-
     def _response_done(self, request: RequestConnection) -> None:
         if request.detached or self.closed or not self.queue or self.queue[0] is not request:
             return
@@ -372,28 +287,6 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             and (reading is None or reading.buffered <= READ_PAUSE_BYTES // 2)
         ):
             self._resume_reading()
-
-    def _unparsed(self, request: RequestConnection) -> bytes:
-        """The bytes the client sent after `request` (see `leftover.bytes_after`)."""
-        limit = self.state.limits.max_header_size
-        leftover = bytes_after(request, self._received, self._received_from, limit)
-        if leftover is None:
-            if self._parsed_past(request):
-                gen_log.warning("Bytes received after a detached request are lost: too many")
-            return b""
-        return leftover
-
-    def _parsed_past(self, request: RequestConnection) -> bool:
-        """Whether bytes after `request` (other than blank lines) were read."""
-        parser = self.parser
-        return (
-            len(self.queue) > 1
-            or not request.complete
-            or parser.in_message
-            or parser.holding
-            or self._error is not None
-            or self._upgrade is not None
-        )
 
     # errors, closing, flow control
 
