@@ -11,6 +11,7 @@ import random
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from fast_http_apps import application
 from fast_http_support import GET, serving, until
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httputil import HTTPServerRequest
-from tornado_run.runner.worker.fast.parsing import request_end
+from tornado_run.runner.worker.fast.ends import request_end
+from tornado_run.runner.worker.fast.parsing import RequestParser
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -323,6 +325,7 @@ def test_where_each_request_ends_is_found_however_the_bytes_were_split(seed: int
     """`request_end` (what detach() relies on) against ends known by construction: every
     request split over packets at random points, pipelined ones sharing a packet."""
     rng = random.Random(seed)
+    new_parser = partial(RequestParser, max_header_size=65536)
     data = b"".join(STREAM)
     cuts = sorted(rng.sample(range(1, len(data)), 12))
     starts = [sum(map(len, STREAM[:i])) for i in range(len(STREAM))]
@@ -335,9 +338,9 @@ def test_where_each_request_ends_is_found_however_the_bytes_were_split(seed: int
             start + len(request) - len(head) + head.index(b"\n\n" if b"/e" in head else b"\r\n\r\n")
         )
         head_end += 2 if b"/e" in head else 4
-        assert request_end(packets, number, True, 65536) == start + len(request)
-        assert request_end(packets, number, False, 65536) == head_end
-    assert request_end(packets, len(STREAM) + 1, True, 65536) is None
+        assert request_end(packets, number, True, new_parser) == start + len(request)
+        assert request_end(packets, number, False, new_parser) == head_end
+    assert request_end(packets, len(STREAM) + 1, True, new_parser) is None
 
 
 @KINDS

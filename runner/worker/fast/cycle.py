@@ -19,7 +19,7 @@ from tornado.log import app_log
 
 from .. import tornado_adapter as tornado
 from .connection import RequestConnection
-from .parsing import BadRequest
+from .refusal import BadRequest
 from .state import READ_PAUSE_BYTES, ServerState
 
 _CONTINUE = b"HTTP/1.1 100 (Continue)\r\n\r\n"

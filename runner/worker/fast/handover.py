@@ -15,7 +15,8 @@ from tornado.log import gen_log
 
 from .connection import RequestConnection
 from .leftover import KEPT_BYTES, body_end, bytes_after
-from .parsing import BadRequest, RequestParser
+from .parsing import RequestParser
+from .refusal import BadRequest
 from .state import ServerState
 from .stream import TransportStream
 

@@ -5,9 +5,11 @@ from a request boundary on, by parsing those again."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
-from .parsing import request_end
+from .ends import request_end
+from .parsing import RequestParser
 from .state import READ_PAUSE_BYTES
 
 if TYPE_CHECKING:
@@ -34,7 +36,8 @@ def bytes_after(
     read = request.body_size  # what the handler read of the body, if not all
     if number < 0 or (not with_body and read and "Transfer-Encoding" in request.headers):
         return None
-    end = request_end(received, number, with_body, max_header_size)
+    new_parser = partial(RequestParser, max_header_size=max_header_size)
+    end = request_end(received, number, with_body, new_parser)
     if end is None:
         return None
     if not with_body:

@@ -7,14 +7,14 @@ chunked, a bad chunk size) is refused."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from functools import partial
 from typing import NoReturn, Protocol
 
 import httptools
 from tornado.httputil import HTTPHeaders, RequestStartLine
 
 from .. import tornado_adapter as tornado
+from .ends import request_end
+from .refusal import BAD_LINE, BadRequest, tornado_reason
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BARE_LF_ERROR = "Expected CRLF after version"
@@ -32,52 +32,6 @@ _ABSOLUTE_FORM = re.compile(rb"(?is)https?://([^/?#]*)(.*)")
 _CHUNKED_STAND_IN = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
 _MAX_REPARSES = 32
 """Requests parsed again one behind the other in one packet (each nests a call)."""
-
-
-_BAD_LINE = "Malformed HTTP request line"
-_REQUEST_LINE_ERRORS = ("method", "URL", "url", "HTTP version", "after version", "Expected HTTP")
-
-
-def _header_values(data: bytes, name: bytes) -> list[str]:
-    pattern = re.compile(rb"(?im)^" + name + rb":[ \t]*([^\r\n]*?)[ \t]*\r?$")
-    return [value.decode("latin1") for value in pattern.findall(data)]
-
-
-def _tornado_reason(exc: Exception, data: bytes) -> str:
-    """What Tornado's parser logs for the same mistake (operators grep for these)."""
-    message = str(exc)
-    if isinstance(exc, httptools.HttpParserInvalidMethodError) or any(
-        part in message for part in _REQUEST_LINE_ERRORS
-    ):
-        return _BAD_LINE
-    if "Transfer-Encoding" in message and "Content-Length" in message:
-        return "Message with both Transfer-Encoding and Content-Length"
-    if "Content-Length" in message:
-        values = _header_values(data, b"content-length")
-        if "Duplicate" in message or any("," in value for value in values):
-            return f"Multiple unequal Content-Lengths: {', '.join(values)!r}"
-        return f"Only integer Content-Length is allowed: {', '.join(values)}"
-    if "Transfer-Encoding" in message:
-        return (
-            f"Unsupported Transfer-Encoding {','.join(_header_values(data, b'transfer-encoding'))}"
-        )
-    if "chunk size" in message:
-        return "invalid chunk size"
-    if "header token" in message:
-        return "no colon in header line"
-    return message or type(exc).__name__
-
-
-class BadRequest(Exception):
-    """The client sent something this server will not serve: answer `status`, then close.
-    With `announce_close` the answer says `Connection: close` (a request refused after its
-    headers were read, its body perhaps still coming); a malformed message gets Tornado's
-    bare status line."""
-
-    def __init__(self, reason: str, status: int = 400, *, announce_close: bool = False) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.announce_close = announce_close
 
 
 class ParserSink(Protocol):
@@ -139,7 +93,7 @@ class RequestParser:
         if past is None:
             return None
         if past > len(data):  # the upgrade ends inside bytes of an earlier packet
-            raise BadRequest(_BAD_LINE)
+            raise BadRequest(BAD_LINE)
         return len(data) - past
 
     def _parse(self, data: bytes) -> int | None:
@@ -176,14 +130,14 @@ class RequestParser:
                 done = self._ends - ends  # requests llhttp completed before this one
                 rest = start
                 if done:  # those bytes end at the end of request `done` of `start`
-                    end = request_end([start], done, True, self.max_header_size)
+                    end = request_end([start], done, True, self._new_parser)
                     rest = start[end:] if end is not None else b""
                 if rest:
                     self._line = b""
                     if te_ows:  # llhttp refuses the coding after reporting the headers
                         self.sink.request_withdrawn()
                     return self._reparse(rest, unknown_method, te_ows, done > 0)
-            raise BadRequest(_tornado_reason(exc, self._line + data)) from None
+            raise BadRequest(tornado_reason(exc, self._line + data)) from None
         if self.in_message and not self._headers_done:
             if self._header_bytes > self.max_header_size:
                 raise BadRequest("request headers too large", 431)
@@ -203,7 +157,7 @@ class RequestParser:
         text = data.lstrip(b"\r\n")
         token = text.partition(b" ")[0].partition(b"\n")[0].removesuffix(b"\r")
         if unknown_method and not _TOKEN.fullmatch(token):
-            raise BadRequest(_BAD_LINE)
+            raise BadRequest(BAD_LINE)
         eol = text.find(b"\n")
         if eol < 0:
             if len(text) > self.max_header_size:
@@ -213,11 +167,11 @@ class RequestParser:
             return None
         line = text[:eol].removesuffix(b"\r")
         if (self._reparsing and not later) or self._reparsing >= _MAX_REPARSES:
-            raise BadRequest(_BAD_LINE)
+            raise BadRequest(BAD_LINE)
         if unknown_method:
             token, space, rest = line.partition(b" ")
             if not space or not _TOKEN.fullmatch(token):
-                raise BadRequest(_BAD_LINE)
+                raise BadRequest(BAD_LINE)
             self._method_override = token.decode("latin1")
             line = b"GET " + rest
         if not line.isascii():
@@ -237,7 +191,7 @@ class RequestParser:
         the target is reported as sent."""
         parts = line.split(b" ")
         if len(parts) != 3 or not (parts[0] + parts[2]).isascii():
-            raise BadRequest(_BAD_LINE)
+            raise BadRequest(BAD_LINE)
         self._target_override = parts[1]
         return b" ".join((parts[0], _NON_ASCII.sub(b"x", parts[1]), parts[2]))
 
@@ -257,6 +211,10 @@ class RequestParser:
         finally:
             self.sink = sink
         self._line = _CHUNKED_STAND_IN  # the start of what `feed` parses next, as sent
+
+    def _new_parser(self, sink: ParserSink) -> RequestParser:
+        """A parser like this one for `sink` (to find where requests end)."""
+        return RequestParser(sink, self.max_header_size)
 
     def _restart(self) -> None:
         self._parser = _new_parser(self)
@@ -290,7 +248,7 @@ class RequestParser:
             self._fail(BadRequest("request headers too large", 431))
         version = _VERSIONS.get(self._parser.get_http_version())
         if version is None:
-            self._fail(BadRequest(_BAD_LINE))
+            self._fail(BadRequest(BAD_LINE))
         headers = tornado.checked_headers(self._headers)  # llhttp checked every character
         if "Transfer-Encoding" in headers:
             encoding = headers["Transfer-Encoding"]
@@ -332,7 +290,7 @@ class RequestParser:
             return url
         authority, path = match.groups()
         if not authority or b"@" in authority:  # RFC 9110 sections 4.2.1 and 4.2.4
-            self._fail(BadRequest(_BAD_LINE))
+            self._fail(BadRequest(BAD_LINE))
         headers["Host"] = authority.decode("latin1")
         return path if path[:1] == b"/" else b"/" + path
 
@@ -366,110 +324,6 @@ class _BodyOnly:
 
     def request_withdrawn(self) -> None:
         pass
-
-
-class _Enough(Exception):
-    """Raised by `_Counter` to stop a parse at the request it counts to."""
-
-
-class _Counter:
-    """A `ParserSink` that counts header blocks (`with_body` false) or ends of requests,
-    and stops the parse once it has counted `target`: bytes after that request are never
-    parsed, so a request refused behind it is never parsed again from here."""
-
-    def __init__(self, target: int, with_body: bool) -> None:
-        self.target = target
-        self.with_body = with_body
-        self.count = 0
-
-    def request_parsed(self, start_line: RequestStartLine, headers: HTTPHeaders) -> None:
-        if not self.with_body:
-            self._counted()
-
-    def body_received(self, data: bytes) -> None:
-        pass
-
-    def request_complete(self) -> None:
-        if self.with_body:
-            self._counted()
-
-    def request_withdrawn(self) -> None:
-        self.count -= not self.with_body
-
-    def _counted(self) -> None:
-        self.count += 1
-        if self.count >= self.target:
-            raise _Enough
-
-
-def request_end(
-    packets: Sequence[bytes], number: int, with_body: bool, max_header_size: int
-) -> int | None:
-    """Where request `number` (counted from 1) of `packets` (a client's bytes as they
-    arrived, from the first byte of a request on) ends: after its body, or with `with_body`
-    false after its header block. None if it does not end in them.
-
-    httptools does not say where in a packet a request ends, so the packets are parsed
-    again as they arrived: once to find the packet it ends in, then prefixes of that packet
-    (doubling, then halving: a request that ends early in a large packet costs a few short
-    parses), each time from the last packet that began between requests."""
-    counter = _Counter(number, with_body)
-    parser = RequestParser(counter, max_header_size)
-    start = counted = offset = 0  # a packet that began between requests, count before it
-    for index, packet in enumerate(packets):
-        if not parser.in_message and not parser.holding:
-            start, counted = index, counter.count
-        stopped = _feed(parser, packet)
-        if counter.count >= number:
-            before = packets[start:index]
-            replay = partial(_replay, before, packet, number - counted, with_body, max_header_size)
-            return offset + _shortest(replay, len(packet))
-        if stopped:
-            return None
-        offset += len(packet)
-    return None
-
-
-def _feed(parser: RequestParser, data: bytes) -> bool:
-    """Parse `data`; True if parsing stops there (an upgrade, bytes refused, or the
-    request counted to)."""
-    try:
-        return parser.feed(data) is not None
-    except (BadRequest, _Enough):
-        return True
-
-
-def _replay(
-    before: Sequence[bytes],
-    last: bytes,
-    wanted: int,
-    with_body: bool,
-    max_header_size: int,
-    size: int,
-) -> bool:
-    """Whether a fresh parser counts `wanted` requests in `before` then `last[:size]`."""
-    counter = _Counter(wanted, with_body)
-    parser = RequestParser(counter, max_header_size)
-    for packet in [*before, last[:size]]:
-        if _feed(parser, packet):
-            break
-    return counter.count >= wanted
-
-
-def _shortest(reaches: Callable[[int], bool], size: int) -> int:
-    """The least `n` in 1..`size` with `reaches(n)`, for a `reaches` false at 0, true at
-    `size`, and monotonic."""
-    low, high = 0, 64
-    while high < size and not reaches(high):
-        low, high = high, high * 2
-    high = min(high, size)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if reaches(middle):
-            high = middle
-        else:
-            low = middle
-    return high
 
 
 def _codings(value: str) -> list[str]:

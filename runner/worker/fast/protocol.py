@@ -23,7 +23,8 @@ from .. import tornado_adapter as tornado
 from .connection import RequestConnection, connection_options
 from .cycle import RequestCycle
 from .handover import Handover
-from .parsing import BadRequest, RequestParser
+from .parsing import RequestParser
+from .refusal import BadRequest
 from .state import READ_PAUSE_BYTES, ServerState
 from .streamview import StreamView
 
