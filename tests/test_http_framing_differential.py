@@ -218,9 +218,11 @@ REQUEST_LINE = [
     case(
         "absolute-form",
         "9112 3.2.2",
-        "a server MUST accept the absolute-form of the request target",
+        "a server MUST accept the absolute-form of the request target (the application may"
+        " see it as sent, or as the origin-form with the authority as Host: the same target"
+        " URI, RFC 9112 3.3)",
         _get(target=b"http://t/a"),
-        expect=answer(200, served=["GET http://t/a 0"]),
+        expect=[answer(200, served=["GET http://t/a 0"]), answer(200, served=["GET /a 0"])],
     ),
     case(
         "asterisk-form",
