@@ -371,3 +371,29 @@ def test_a_close_callback_set_on_the_connections_stream_runs_when_the_client_lea
             await asyncio.wait_for(closed.wait(), 2)
 
     run(main)
+
+
+@KINDS
+def test_trailer_fields_past_the_header_limit_are_refused_not_held(kind: str) -> None:
+    """Trailer fields after the last chunk count against --max-header-size: a client
+    cannot make the server hold an endless trailer section (Tornado takes none: 400)."""
+    served: list[bytes] = []
+
+    class Upload(tornado.web.RequestHandler):
+        def post(self) -> None:
+            served.append(self.request.body)
+
+    trailers = b"X-Pad: " + b"y" * 100 + b"\r\n"
+    request = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+
+    async def main() -> None:
+        app = tornado.web.Application([("/", Upload)])
+        async with serving(app, kind, max_header_size=1024) as server:
+            answer = await server.exchange(request + trailers * 12 + b"\r\n")
+            assert answer.startswith(b"HTTP/1.1 431 " if kind == "fast" else b"HTTP/1.1 400 ")
+            last = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            ok = await server.exchange(request + trailers * 2 + b"\r\n" + last)
+            assert ok.startswith(b"HTTP/1.1 200 " if kind == "fast" else b"HTTP/1.1 400 ")
+        assert served == ([b"hello"] if kind == "fast" else [])
+
+    run(main)

@@ -236,9 +236,13 @@ class RequestParser:
             self._fail(BadRequest("request target too long", 414))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_size += len(name) + len(value) + _LINE_OVERHEAD
+        if self._headers_done:  # a trailer field (RFC 9112 7.1.2): dropped, its size counted
+            if self._header_size > self.max_header_size:
+                self._fail(BadRequest("request headers too large", 431))
+            return
         # llhttp drops the whitespace before a value, not after it; Tornado drops both.
         self._headers.append((name.decode("latin1"), value.decode("latin1").rstrip(" \t")))
-        self._header_size += len(name) + len(value) + _LINE_OVERHEAD
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
