@@ -220,6 +220,7 @@ class RequestParser:
         self._parser = _new_parser(self)
         self.in_message = False
         self._header_bytes = 0
+        self._headers_done = False
         self._strict_lines = False
 
     # httptools callbacks
