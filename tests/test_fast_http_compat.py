@@ -397,3 +397,46 @@ def test_trailer_fields_past_the_header_limit_are_refused_not_held(kind: str) ->
         assert served == ([b"hello"] if kind == "fast" else [])
 
     run(main)
+
+
+@KINDS
+@pytest.mark.parametrize("split", [None, 2, 5, 60])
+def test_a_chunk_larger_than_the_body_limit_is_refused_before_its_data_comes(
+    kind: str, split: int | None
+) -> None:
+    """A chunk whose size is over --max-body-size gets its 400 at once (as on Tornado),
+    its size line in one packet or split over two, while a handler that raises its own
+    limit in prepare() still takes a chunk that size."""
+    taken: list[int] = []
+
+    @tornado.web.stream_request_body
+    class Roomy(tornado.web.RequestHandler):
+        def prepare(self) -> None:
+            self.request.connection.set_max_body_size(1 << 30)  # type: ignore[union-attr]
+
+        def data_received(self, chunk: bytes) -> None:
+            taken.append(len(chunk))
+
+        def post(self) -> None:
+            self.write("taken")
+
+    head = b"POST /%s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    size_line = b"%x\r\n" % (2 << 20)
+
+    async def main() -> None:
+        app = tornado.web.Application([("/roomy", Roomy)])
+        async with serving(app, kind, max_body_size=1 << 20) as server:
+            raw = await server.connect()
+            data = head % b"small" + size_line + b"abc"
+            cut = len(data) - 3 - (split or 0)
+            raw.send(data[:cut])
+            await asyncio.sleep(0.05)
+            raw.send(data[cut:])
+            status, _, _ = await raw.response(timeout=2)
+            assert status.startswith(b"HTTP/1.1 400 ")
+            assert await raw.closed()
+            raw = await server.connect()
+            raw.send(head % b"roomy" + size_line + b"abc")
+            await until(lambda: sum(taken) == 3)
+
+    run(main)

@@ -70,6 +70,7 @@ class RequestConnection(httputil.HTTPConnection):
     # Reading, filled in by the client connection as the parser goes.
     buffered = 0
     body_size = 0
+    body_due = 0  # the least size a chunked body will reach, by the chunk sizes read
     complete = False
     started = False
     headers_done = False

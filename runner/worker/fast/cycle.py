@@ -112,6 +112,9 @@ class RequestCycle:
         if "Content-Length" in headers and int(headers["Content-Length"]) > request.max_body_size:
             self._answer_error(_refused("Content-Length too long"))
             return
+        if request.body_due > request.max_body_size:
+            self._answer_error(_refused("chunked body too large"))
+            return
         if not request.complete:
             self.deadline = time.monotonic() + request.body_timeout
 
@@ -119,7 +122,7 @@ class RequestCycle:
         data = _next_piece(request.body, self.state.limits.chunk_size)
         request.buffered -= len(data)
         request.body_size += len(data)
-        if request.body_size > request.max_body_size:
+        if max(request.body_size, request.body_due) > request.max_body_size:
             self._answer_error(_refused("chunked body too large"))
             return
         if (

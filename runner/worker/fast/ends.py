@@ -56,6 +56,9 @@ class _Counter:
     def request_withdrawn(self) -> None:
         self.count -= not self.with_body
 
+    def chunk_announced(self, left: int) -> None:
+        pass
+
     def _counted(self) -> None:
         self.count += 1
         if self.count >= self.target:

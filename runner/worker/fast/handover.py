@@ -54,6 +54,9 @@ class Handover:
     def request_withdrawn(self) -> None:
         raise NotImplementedError
 
+    def chunk_announced(self, left: int) -> None:
+        raise NotImplementedError
+
     def _keep(self, data: bytes) -> None:
         """Keep `data` for a detach() (see `_unparsed`), up to KEPT_BYTES."""
         parser = self.parser

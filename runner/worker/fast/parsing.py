@@ -6,6 +6,7 @@ chunked, a bad chunk size) is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import NoReturn, Protocol
 
@@ -30,6 +31,9 @@ _HEADER_BLOCK_END = re.compile(rb"(?:^|\n)\r?\n")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _ABSOLUTE_FORM = re.compile(rb"(?is)https?://([^/?#]*)(.*)")
 _CHUNKED_STAND_IN = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+_TAIL = 64
+"""Bytes kept from the end of the last packet of a chunked body: a chunk's size line split
+over packets is found whole if it is shorter."""
 _MAX_REPARSES = 32
 """Requests parsed again one behind the other in one packet (each nests a call)."""
 
@@ -48,6 +52,10 @@ class ParserSink(Protocol):
 
     def request_withdrawn(self) -> None:
         """The request just reported by `request_parsed` is parsed again: forget it."""
+
+    def chunk_announced(self, left: int) -> None:
+        """The chunk being read has `left` bytes still to come (told when its size line
+        is among the last bytes parsed)."""
 
 
 def _new_parser(callbacks: object) -> httptools.HttpRequestParser:
@@ -74,6 +82,10 @@ class RequestParser:
         self._completed = False
         self._ends = 0
         self._strict_lines = False  # in a chunked body: every line ends in CRLF
+        self._chunk_open = False  # a chunk's data is being read
+        self._chunk_seen = False  # a chunk's size line was parsed in this feed
+        self._chunk_read = 0  # bytes of the chunk's data read since its size line
+        self._tail = b""  # the end of the last bytes parsed in a chunked body
         self._method_override: str | None = None
         self._target_override: bytes | None = None
         self._held = b""
@@ -138,6 +150,12 @@ class RequestParser:
                         self.sink.request_withdrawn()
                     return self._reparse(rest, unknown_method, te_ows, done > 0)
             raise BadRequest(tornado_reason(exc, self._line + data)) from None
+        if self._chunk_seen:
+            self._chunk_seen = False
+            if self._chunk_open:
+                self._announce_chunk(data)
+        if self._strict_lines:
+            self._tail = data[-_TAIL:]
         if self.in_message and not self._headers_done:
             if self._header_bytes > self.max_header_size:
                 raise BadRequest("request headers too large", 431)
@@ -216,6 +234,19 @@ class RequestParser:
         """A parser like this one for `sink` (to find where requests end)."""
         return RequestParser(sink, self.max_header_size)
 
+    def _announce_chunk(self, data: bytes) -> None:
+        """Tell the sink how much of the open chunk is still to come: httptools does not
+        give a chunk's size, but its size line ends where the chunk's data read from `data`
+        begins (counted from the end), so it is read from `data` and the bytes before it,
+        if the line is whole in them."""
+        text = self._tail + data
+        end = len(text) - self._chunk_read - 2  # the CRLF that ends the size line
+        start = text.rfind(b"\n", 0, end) + 1
+        if start > 0:
+            size = text[start:end].partition(b";")[0]
+            with contextlib.suppress(ValueError):
+                self.sink.chunk_announced(int(size, 16) - self._chunk_read)
+
     def _restart(self) -> None:
         self._parser = _new_parser(self)
         self.in_message = False
@@ -272,7 +303,16 @@ class RequestParser:
             url = self._origin_form(url, headers)
         self.sink.request_parsed(RequestStartLine(method, url.decode("latin1"), version), headers)
 
+    def on_chunk_header(self) -> None:
+        self._chunk_open = self._chunk_seen = True
+        self._chunk_read = 0
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_open = False
+
     def on_body(self, body: bytes) -> None:
+        if self._chunk_open:
+            self._chunk_read += len(body)
         self.sink.body_received(body)
 
     def on_message_complete(self) -> None:
@@ -329,6 +369,9 @@ class _BodyOnly:
 
     def request_withdrawn(self) -> None:
         pass
+
+    def chunk_announced(self, left: int) -> None:
+        self.sink.chunk_announced(left)
 
 
 def _codings(value: str) -> list[str]:

@@ -203,6 +203,11 @@ class ClientConnection(RequestCycle, Handover, asyncio.Protocol):
             request.complete = True
             self.reading = None
 
+    def chunk_announced(self, left: int) -> None:
+        request = self.reading
+        if request is not None:
+            request.body_due = request.body_size + request.buffered + left
+
     def request_withdrawn(self) -> None:
         request = self.reading
         if request is not None:
