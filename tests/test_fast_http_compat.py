@@ -211,6 +211,12 @@ PIPELINED = b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"
             id="after-the-body-of-an-upgrade-request",
         ),
         pytest.param(
+            b"POST /take?size=5 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nhello",
+            b"hello",
+            id="after-the-chunked-body-of-an-upgrade-request",
+        ),
+        pytest.param(
             b"POST /take-body?size=8 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabchello",
             b"abchello",
             id="before-the-body",
@@ -246,6 +252,28 @@ def test_detach_after_pipelined_requests_hands_over_only_what_follows(kind: str)
             first = b"POST /take?size=4 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody"
             reply = await served.exchange(first * 2 + b"tail")
             assert reply == b"took:POST"  # the second request is the stream's
+
+    run(main)
+
+
+@KINDS
+def test_detach_behind_an_upgrade_request_with_a_chunked_body_gets_what_follows(
+    kind: str,
+) -> None:
+    """An `Upgrade:` request with a chunked body is answered as a plain request; a request
+    pipelined behind it that detaches gets the bytes after itself."""
+
+    async def main() -> None:
+        app = tornado.web.Application([("/take", TakeOver), ("/", tornado.web.RequestHandler)])
+        async with serving(app, kind) as served:
+            first = (
+                b"POST / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            )
+            second = b"GET /take?size=4 HTTP/1.1\r\nHost: t\r\n\r\n"
+            reply = await served.exchange(first + second + b"tail")
+            assert reply.startswith(b"HTTP/1.1 405 ")
+            assert reply.endswith(b"took:tail")
 
     run(main)
 

@@ -15,7 +15,7 @@ from tornado.log import gen_log
 
 from .connection import RequestConnection
 from .leftover import KEPT_BYTES, body_end, bytes_after
-from .parsing import RequestParser
+from .parsing import CHUNKED_STAND_IN, RequestParser
 from .refusal import BadRequest
 from .state import ServerState
 from .stream import TransportStream
@@ -107,6 +107,11 @@ class Handover:
         self.reading = request
         if "Transfer-Encoding" in request.headers:
             self.parser.expect_chunked_body()
+            # Kept from here, behind the headers the parser was primed with (standing in
+            # for this request's), so the kept bytes parse again as they were read.
+            self._received = [CHUNKED_STAND_IN + rest]
+            self._received_size = len(rest)
+            self._received_from = request.number - 1
             if rest:
                 self._take(rest)
             return True

@@ -30,7 +30,7 @@ _TE_OWS = re.compile(rb"(?im)^(transfer-encoding:[ \t]*chunked)([ \t]+)(?=\r?$)"
 _HEADER_BLOCK_END = re.compile(rb"(?:^|\n)\r?\n")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _ABSOLUTE_FORM = re.compile(rb"(?is)https?://([^/?#]*)(.*)")
-_CHUNKED_STAND_IN = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED_STAND_IN = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
 _TAIL = 64
 """Bytes kept from the end of the last packet of a chunked body: a chunk's size line split
 over packets is found whole if it is shorter."""
@@ -225,10 +225,10 @@ class RequestParser:
         self._restart()
         sink, self.sink = self.sink, _BodyOnly(self.sink)
         try:
-            self._parser.feed_data(_CHUNKED_STAND_IN)
+            self._parser.feed_data(CHUNKED_STAND_IN)
         finally:
             self.sink = sink
-        self._line = _CHUNKED_STAND_IN  # the start of what `feed` parses next, as sent
+        self._line = CHUNKED_STAND_IN  # the start of what `feed` parses next, as sent
 
     def _new_parser(self, sink: ParserSink) -> RequestParser:
         """A parser like this one for `sink` (to find where requests end)."""
