@@ -1,5 +1,6 @@
-"""An in-process fast server on 127.0.0.1 (ephemeral port) and a raw-socket client for the
-tests/test_fast_http_*.py modules: every test runs one `asyncio.run(main())`."""
+"""An in-process fast server (or, for comparison, Tornado's HTTPServer) on 127.0.0.1
+(ephemeral port) and a raw-socket client for the tests/test_fast_http_*.py modules: every
+test runs one `asyncio.run(main())`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerConnectionDelegate
 from tornado.netutil import bind_sockets
 from tornado_run.runner.worker.fast.server import FastHTTPServer
@@ -16,9 +18,12 @@ GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
 @asynccontextmanager
-async def serving(app: HTTPServerConnectionDelegate, **options: Any) -> AsyncIterator[Served]:
+async def serving(
+    app: HTTPServerConnectionDelegate, kind: str = "fast", **options: Any
+) -> AsyncIterator[Served]:
+    """Serve `app` with the fast server, or with `kind="tornado"` Tornado's HTTPServer."""
     sockets = bind_sockets(0, "127.0.0.1")
-    server = FastHTTPServer(app, **options)
+    server: Any = FastHTTPServer(app, **options) if kind == "fast" else HTTPServer(app, **options)
     server.add_sockets(sockets)
     served = Served(server, sockets[0].getsockname()[1])
     try:

@@ -127,7 +127,8 @@ def test_client_disconnect_runs_on_connection_close_of_a_waiting_handler() -> No
 
     class Waits(tornado.web.RequestHandler):
         async def get(self) -> None:
-            await asyncio.sleep(10)
+            await asyncio.wait_for(closed.wait(), 10)
+            self.write("answered")  # to a client that might only have half-closed
 
         def on_connection_close(self) -> None:
             closed.set()

@@ -17,6 +17,8 @@ from tornado.httpclient import AsyncHTTPClient
 pytestmark = pytest.mark.timeout(20)
 
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
+REFUSED = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"
+"""A request refused after its headers were read (its body perhaps still coming)."""
 
 
 def run(main: Callable[[], Awaitable[Any]]) -> Any:
@@ -116,10 +118,10 @@ def test_streamed_upload_reaches_data_received_and_set_max_body_size_applies() -
             reply = await served.exchange(
                 b"PUT /small-upload HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n" + b"y" * 20
             )
-            assert reply == BAD_REQUEST
+            assert reply == REFUSED
             chunked = b"PUT /small-upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
             reply = await served.exchange(chunked + b"8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n")
-            assert reply == BAD_REQUEST
+            assert reply == REFUSED
 
     run(main)
 
@@ -145,7 +147,7 @@ def test_max_body_size_refuses_a_larger_content_length_with_400() -> None:
             reply = await served.exchange(
                 b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n" + b"z" * 101
             )
-            assert reply == BAD_REQUEST
+            assert reply == REFUSED
             ok = await served.exchange(
                 b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 100\r\n\r\n"
                 + b"z" * 100
@@ -212,7 +214,10 @@ def test_headers_over_max_header_size_are_refused_with_431(pieces: int) -> None:
 def test_malformed_and_smuggling_requests_get_400_and_a_close(request_bytes: bytes) -> None:
     async def main() -> None:
         async with serving(application()) as served:
-            assert await served.exchange(request_bytes) == BAD_REQUEST
+            # Refused by the parser: Tornado's bare 400; refused by the application's
+            # request checks (two Hosts): the 400 announces the close.
+            expected = REFUSED if b"Host: a,b" in request_bytes else BAD_REQUEST
+            assert await served.exchange(request_bytes) == expected
             await until(lambda: served.server.connection_count == 0)
             assert served.server.requests <= 1  # only a two-Host request reaches the app
 

@@ -4,8 +4,10 @@ seeing no failure, and its request counters reach status and metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -157,4 +159,66 @@ def test_fast_server_on_a_unix_socket(launch: Callable[..., Server], tmp_path: P
     server = launch("hello:application", "--http", "fast", bind=f"unix:{path}")
     reply = server.get("/ip")
     assert reply.status == 200 and reply.json() == {"remote_ip": "0.0.0.0", "protocol": "http"}
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("kind", ["fast", "tornado"])
+def test_an_upload_to_a_lagging_handler_pauses_reading_instead_of_filling_memory(
+    launch: Callable[..., Server], kind: str
+) -> None:
+    """The handler awaits 1 ms per 64 KiB piece: far slower than loopback, so without flow
+    control the 100 MiB body would pile up in the worker."""
+    size = 100 << 20
+    server = launch("upload_app:application", "--http", kind, "--max-body-size", str(size))
+    assert server.port is not None
+    (worker,) = server.workers()
+    before = worker.memory_info().rss
+    peak = before
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.wait(0.01):
+            peak = max(peak, worker.memory_info().rss)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        piece = b"x" * (1 << 20)
+        pieces = (piece for _ in range(size // len(piece)))
+        conn.request("PUT", "/slow-upload?sleep=0.001", pieces, {"Content-Length": str(size)})
+        reply = conn.getresponse()
+        body = reply.read()
+        conn.close()
+    finally:
+        done.set()
+        watcher.join()
+    assert (reply.status, body) == (200, b'{"received": %d}' % size)
+    assert peak - before < 50 << 20, f"worker grew by {(peak - before) >> 20} MiB"
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("kind", ["fast", "tornado"])
+def test_idle_keep_alive_connections_hold_nothing_of_their_last_upload(
+    launch: Callable[..., Server], kind: str
+) -> None:
+    """40 connections each upload 1.5 MiB and stay open: what a connection keeps of the
+    bytes it received (for a detach) is dropped once it is idle."""
+    server = launch("upload_app:application", "--http", kind)
+    assert server.port is not None
+    (worker,) = server.workers()
+    before = worker.memory_info().rss
+    size = 3 << 19
+    head = b"PUT /slow-upload?sleep=0 HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size
+    with contextlib.ExitStack() as stack:
+        for _ in range(40):
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", server.port)))
+            sock.sendall(head + b"x" * size)
+            reply = stack.enter_context(sock.makefile("rb"))
+            assert reply.readline().startswith(b"HTTP/1.1 200")
+            while reply.readline() != b"\r\n":
+                pass
+        grown = worker.memory_info().rss - before
+    assert grown < 30 << 20, f"worker grew by {grown >> 20} MiB"
     assert server.stop() == 0

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+import tornado.iostream
 import tornado.test
 import tornado.web
 import tornado.websocket
@@ -190,6 +191,63 @@ def test_data_sent_before_the_client_closed_can_still_be_read() -> None:
             await until(stream.closed)
             assert await stream.read_bytes(4) == b"last"
             assert await stream.read_bytes(6) == b" words"
+
+    run(main)
+
+
+def test_read_until_and_read_until_regex_return_up_to_the_delimiter() -> None:
+    async def main() -> None:
+        async with stream_pair(b"one\r\ntwo;") as (stream, _, writer):
+            assert await stream.read_until(b"\r\n") == b"one\r\n"
+            assert await stream.read_until_regex(rb"[;,]") == b"two;"
+            pending = stream.read_until(b"\n")
+            writer.write(b"thr")
+            await asyncio.sleep(0.05)
+            assert not pending.done()
+            writer.write(b"ee\nrest")
+            assert await pending == b"three\n"
+            assert await stream.read_bytes(4) == b"rest"
+
+    run(main)
+
+
+@pytest.mark.parametrize("regex", [False, True], ids=["read_until", "read_until_regex"])
+def test_a_delimiter_not_within_max_bytes_closes_the_stream(regex: bool) -> None:
+    async def main() -> None:
+        async with stream_pair() as (stream, reader, writer):
+            if regex:
+                pending = stream.read_until_regex(rb"\n", max_bytes=8)
+            else:
+                pending = stream.read_until(b"\n", max_bytes=8)
+            writer.write(b"0123456789")
+            with pytest.raises(StreamClosedError):
+                await pending
+            assert stream.closed()
+            assert isinstance(stream.error, tornado.iostream.UnsatisfiableReadError)
+            assert await reader.read() == b""
+
+    run(main)
+
+
+def test_read_until_close_returns_everything_once_the_client_closes() -> None:
+    async def main() -> None:
+        async with stream_pair(b"first ") as (stream, _, writer):
+            pending = stream.read_until_close()
+            writer.write(b"second")
+            await asyncio.sleep(0.05)
+            assert not pending.done()
+            writer.close()
+            assert await pending == b"first second"
+            assert await stream.read_until_close() == b""  # closed: at once
+
+    run(main)
+
+
+def test_fileno_gives_the_socket_as_iostream_does() -> None:
+    async def main() -> None:
+        async with stream_pair() as (stream, _, _):
+            sock = stream.transport.get_extra_info("socket")
+            assert stream.fileno().fileno() == sock.fileno() > 2
 
     run(main)
 

@@ -130,7 +130,10 @@ class Settings:
     )
     max_body_size: int = option(10 << 20, p.parse_size, "largest request body (e.g. 10M)", "BYTES")
     max_header_size: int = option(
-        64 << 10, p.parse_size, "largest request header block (larger: 431)", "BYTES"
+        64 << 10,
+        p.parse_size,
+        "largest request header block (larger: 431; a longer URI: 414)",
+        "BYTES",
     )
     max_connections: int = option(
         1000,

@@ -46,6 +46,12 @@ class ConnectionOwner(Protocol):
         ...
 
 
+def connection_options(value: str) -> list[str]:
+    """The lower-cased options of a `Connection` field value (a comma-separated token list,
+    RFC 9110 section 7.6.1): `TE, close` holds `close`."""
+    return [option.strip(" \t").lower() for option in value.split(",")]
+
+
 def _closed_future() -> Future[None]:
     future: Future[None] = Future()
     future.set_exception(iostream.StreamClosedError())
@@ -64,6 +70,7 @@ class RequestConnection(httputil.HTTPConnection):
     # Reading, filled in by the client connection as the parser goes.
     buffered = 0
     body_size = 0
+    body_due = 0  # the least size a chunked body will reach, by the chunk sizes read
     complete = False
     started = False
     headers_done = False
@@ -76,6 +83,8 @@ class RequestConnection(httputil.HTTPConnection):
     chunking = False
     remaining: int | None = None
     detached = False
+    number = 0  # of the request on its connection, counted from 1
+    taken_by: Any = None  # the stream detach() returned
 
     def __init__(
         self,
@@ -109,20 +118,24 @@ class RequestConnection(httputil.HTTPConnection):
         request = self.start_line
         code = start_line.code
         self.headers_written = True
+        bodiless = request.method == "HEAD" or code in (204, 304) or 100 <= code < 200
         self.chunking = (
-            request.version == "HTTP/1.1"
-            and request.method != "HEAD"
-            and code not in (204, 304)
-            and not 100 <= code < 200
-            and "Content-Length" not in headers
+            request.version == "HTTP/1.1" and not bodiless and "Content-Length" not in headers
         )
+        if "Connection" in headers and "close" in connection_options(headers["Connection"]):
+            self.disconnect_on_finish = True  # a server that sends "close" closes (RFC 9112 9.6)
+        elif not self.read_finished:
+            self.disconnect_on_finish = True  # only a close skips the unread body (RFC 9112 9.3)
         if request.version == "HTTP/1.1":
             # A 101 keeps its `Connection: Upgrade` (a WebSocket client refuses the handshake
             # without it); the connection leaves HTTP either way.
             if self.disconnect_on_finish and code != 101:
                 headers["Connection"] = "close"
-        elif self.headers.get("Connection", "").lower() == "keep-alive":
-            headers["Connection"] = "Keep-Alive"
+        elif not self.disconnect_on_finish:
+            if bodiless or "Content-Length" in headers:
+                headers["Connection"] = "Keep-Alive"
+            else:  # a body without a length ends with the connection (RFC 9112 6.3)
+                self.disconnect_on_finish = True
         if self.chunking:
             headers["Transfer-Encoding"] = "chunked"
         if request.method == "HEAD" or code == 304:
@@ -193,14 +206,17 @@ class RequestConnection(httputil.HTTPConnection):
 
     def detach(self) -> Any:
         """Stop HTTP processing on this connection and return an IOStream-compatible
-        stream over its transport, seeded with the bytes read past this request."""
-        return self.owner.detach(self)
+        stream over its transport, seeded with the bytes the client sent after this
+        request (after its header block if its body was not read)."""
+        self.taken_by = self.owner.detach(self)
+        return self.taken_by
 
     @property
     def stream(self) -> Any:
         """What `request.connection.stream` gives on Tornado's server, as far as
-        applications use it: close(), closed(), set_nodelay(), socket."""
-        return self.owner.stream
+        applications use it: write(), close(), closed(), set_close_callback(),
+        set_nodelay(), fileno(), socket; after `detach()`, the stream it returned."""
+        return self.taken_by if self.detached else self.owner.stream
 
     def release(self) -> None:
         """Drop the references to the application's objects once the request is over: the

@@ -19,8 +19,8 @@ from tornado.log import app_log
 
 from .. import tornado_adapter as tornado
 from .connection import RequestConnection
-from .parsing import BadRequest
-from .state import ServerState
+from .refusal import BadRequest
+from .state import READ_PAUSE_BYTES, ServerState
 
 _CONTINUE = b"HTTP/1.1 100 (Continue)\r\n\r\n"
 
@@ -104,12 +104,16 @@ class RequestCycle:
         headers = request.headers  # `in` first: HTTPHeaders.get is a slow Mapping method
         if (
             "Expect" in headers
-            and headers["Expect"] == "100-continue"
+            and headers["Expect"].lower() == "100-continue"  # case-insensitive (RFC 9110 10.1.1)
+            and request.start_line.version == "HTTP/1.1"  # a 1.0 client's is ignored (same)
             and not request.write_finished
         ):
             self.transport.write(_CONTINUE)
         if "Content-Length" in headers and int(headers["Content-Length"]) > request.max_body_size:
-            self._answer_error(BadRequest("Content-Length too long"))
+            self._answer_error(_refused("Content-Length too long"))
+            return
+        if request.body_due > request.max_body_size:
+            self._answer_error(_refused("chunked body too large"))
             return
         if not request.complete:
             self.deadline = time.monotonic() + request.body_timeout
@@ -118,10 +122,15 @@ class RequestCycle:
         data = _next_piece(request.body, self.state.limits.chunk_size)
         request.buffered -= len(data)
         request.body_size += len(data)
-        if request.body_size > request.max_body_size:
-            self._answer_error(BadRequest("chunked body too large"))
+        if max(request.body_size, request.body_due) > request.max_body_size:
+            self._answer_error(_refused("chunked body too large"))
             return
-        if self.read_paused and self._upgrade is None and len(self.queue) <= 1:
+        if (
+            self.read_paused
+            and request.buffered <= READ_PAUSE_BYTES // 2
+            and self._upgrade is None
+            and len(self.queue) <= 1
+        ):
             self._resume_reading()
         if request.write_finished:
             return  # answered already: the rest of the body is not for the application
@@ -137,7 +146,7 @@ class RequestCycle:
             try:
                 delegate.finish()
             except httputil.HTTPInputError as exc:
-                self._answer_error(BadRequest(str(exc)))
+                self._answer_error(_refused(str(exc)))
                 return
             except Exception:
                 app_log.error("Uncaught exception", exc_info=True)
@@ -194,7 +203,7 @@ class RequestCycle:
 
     def _delegate_error(self, request: RequestConnection, exc: BaseException | None) -> None:
         if isinstance(exc, httputil.HTTPInputError):
-            self._answer_error(BadRequest(str(exc)))
+            self._answer_error(_refused(str(exc)))
             return
         if exc is not None:
             app_log.error("Uncaught exception", exc_info=exc)
@@ -214,6 +223,12 @@ class RequestCycle:
         elif not request.write_finished and request.close_callback is not None:
             callback, request.close_callback = request.close_callback, None
             callback()
+
+
+def _refused(reason: str) -> BadRequest:
+    """A 400 for a request already parsed: it announces the close (RFC 9112 section 9.6),
+    since the client may still be sending a body the server will not read."""
+    return BadRequest(reason, announce_close=True)
 
 
 def _next_piece(body: list[bytes], chunk_size: int) -> bytes:

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 from ..httpserver import IDLE_GRACE
 
 if TYPE_CHECKING:
-    from .protocol import ClientConnection
-    from .state import ServerState
+    from .state import ServedConnection, ServerState
 
 _POLL = 0.05
 
@@ -27,7 +26,7 @@ async def drain_connections(
     deadline = time.monotonic() + timeout
     state.draining = True
     connections = state.connections
-    idle: list[ClientConnection] = []
+    idle: list[ServedConnection] = []
     for conn in list(connections):
         if conn.queue:
             for request in conn.queue:

@@ -1,9 +1,10 @@
 """`ClientConnection`: one client's HTTP/1.x connection on an asyncio transport. It parses
 with `RequestParser`, drives Tornado's delegates (`start_request`, `headers_received`,
 `data_received`, `finish`, `on_connection_close`) one request at a time, answers pipelined
-requests in order, and applies flow control both ways: reading pauses while requests wait
-or a body piece is not consumed, writes return a future that waits while the transport's
-buffer is full."""
+requests in order, and applies flow control both ways: reading pauses while a request
+waits behind another or READ_PAUSE_BYTES of a body wait for the handler, writes return a
+future that waits while the transport's buffer is full. `detach()` and Upgrade requests with
+a body are `Handover`'s (handover.py)."""
 
 from __future__ import annotations
 
@@ -12,29 +13,33 @@ import math
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 from tornado import httputil
 from tornado.log import gen_log
 
 from .. import tornado_adapter as tornado
-from .connection import RequestConnection
+from .connection import RequestConnection, connection_options
 from .cycle import RequestCycle
-from .parsing import BadRequest, RequestParser
-from .state import ServerState
-from .stream import TransportStream
+from .handover import Handover
+from .parsing import RequestParser
+from .refusal import BadRequest
+from .state import READ_PAUSE_BYTES, ServerState
 from .streamview import StreamView
 
-READ_PAUSE_BYTES = 1 << 20
-"""Unconsumed body bytes of one request at which reading pauses."""
 _STATUS_LINES = {
-    400: b"HTTP/1.1 400 Bad Request\r\n\r\n",
+    400: b"HTTP/1.1 400 Bad Request\r\n\r\n",  # Tornado's bytes, for a malformed message
+    414: b"HTTP/1.1 414 URI Too Long\r\nConnection: close\r\n\r\n",
     431: b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
 }
+_REFUSED = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"
 
 
-class ClientConnection(RequestCycle, asyncio.Protocol):
+class ClientConnection(RequestCycle, Handover, asyncio.Protocol):
     """The HTTP side of one accepted socket; `deadline` is read by the timeout sweep."""
+
+    stream_close_callback: Callable[[], None] | None = None  # set through `stream`
 
     def __init__(self, state: ServerState, address: Any, scheme: str) -> None:
         self.state = state
@@ -55,6 +60,14 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self._error: BadRequest | None = None  # answer once the requests before it are done
         self._eof_sent = False  # half-closed by the drain: nothing more can be answered
         self._raw_body = 0  # body bytes still to come of an Upgrade request with a body
+        # The bytes received since a request boundary, kept for detach() (see `_unparsed`):
+        # the packets as they came, None once over KEPT_BYTES, and the number of requests
+        # parsed before them.
+        self._received: list[bytes] | None = []
+        self._received_size = 0
+        self._received_from = 0
+        self._parsed = 0
+        self._client_done = False  # half-closed by the client: close once answered
 
     # asyncio.Protocol
 
@@ -71,6 +84,11 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self.deadline = time.monotonic() + self.state.limits.idle_timeout
 
     def data_received(self, data: bytes) -> None:
+        self._keep(data)
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Parse `data` (or keep it, past an upgrade or an error)."""
         if self._upgrade is not None:
             self._upgrade += data
             return
@@ -78,6 +96,8 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             return
         if self._raw_body:
             data = self._raw_body_received(data)
+        if self._received is None:
+            self._keep_from_body_end(data)
         try:
             offset = self.parser.feed(data) if data else None
         except BadRequest as exc:
@@ -94,40 +114,34 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         if len(self.queue) > 1 or (reading is not None and reading.buffered > READ_PAUSE_BYTES):
             self._pause_reading()
 
-    def _upgrade_has_body(self, rest: bytes) -> bool:
-        """llhttp stops at the headers of a request with `Upgrade:`. One with a body (say
-        `Upgrade: h2c` on a POST) is served as a plain request: its body is taken from the
-        bytes that follow, and parsing goes on after it."""
-        request = self.queue[-1] if self.queue else None
-        if request is None:
-            return False
-        length = request.headers.get("Content-Length", "0")
-        if "Transfer-Encoding" not in request.headers and length == "0":
-            return False
-        self.parser = RequestParser(self, self.state.limits.max_header_size)
-        if "Transfer-Encoding" in request.headers:
-            self.queue.pop()
-            self._bad_request(BadRequest("chunked body on an Upgrade request"))
-            return True
-        request.complete = False
-        self.reading = request
-        self._raw_body = int(length)
-        rest = self._raw_body_received(rest)
-        if rest:
-            self.data_received(rest)
-        return True
-
-    def _raw_body_received(self, data: bytes) -> bytes:
-        """Take the body of an upgrade-with-body request from `data`; return the rest."""
-        piece = data[: self._raw_body]
-        self._raw_body -= len(piece)
-        self.body_received(piece)
-        if not self._raw_body:
-            self.request_complete()
-        return data[len(piece) :]
-
     def eof_received(self) -> bool | None:
-        return None  # the client is gone (as with Tornado): close
+        """The client's end of data. TCP cannot tell a half-close from a close until the
+        server writes, so the application hears of it as on Tornado (`on_connection_close`),
+        and the connection stays open for the answers to the requests sent in full (at most
+        the idle timeout), then closes: a client that half-closes still gets them. A request
+        cut short, or one the application is still being handed, ends the connection now;
+        so does TLS (asyncio's has no half-open state)."""
+        partial = self.reading
+        if partial is not None and self.queue and partial is not self.queue[0]:
+            self.queue.remove(partial)  # never seen by the application
+            self.reading = partial = None
+        if (
+            not self.queue
+            or partial is not None
+            or not self.queue[0].delegate_done
+            or self._upgrade is not None
+            or self.transport is None
+            or self.transport.get_extra_info("ssl_object") is not None
+        ):
+            return None
+        self._client_done = True
+        self.queue[-1].disconnect_on_finish = True  # its answer says so, if not yet sent
+        # A client that is gone holds a socket while its handler ignores the close: at most
+        # the idle timeout.
+        self.deadline = time.monotonic() + self.state.limits.idle_timeout
+        self._tell_closed(self.queue[0])
+        self._stream_closed()  # as Tornado's IOStream closes at the client's end of data
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
@@ -139,6 +153,13 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             if head.started and not head.detached:
                 self._tell_closed(head)
             head.release()
+        self._stream_closed()
+
+    def _stream_closed(self) -> None:
+        """Run the callback set through `stream.set_close_callback` (once)."""
+        callback, self.stream_close_callback = self.stream_close_callback, None
+        if callback is not None:
+            asyncio.get_running_loop().call_soon(callback)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -163,6 +184,8 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             limits.max_body_size,
             limits.body_timeout,
         )
+        self._parsed += 1
+        request.number = self._parsed
         if not self.queue:
             self.deadline = math.inf
         self.queue.append(request)
@@ -179,6 +202,18 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         if request is not None:
             request.complete = True
             self.reading = None
+
+    def chunk_announced(self, left: int) -> None:
+        request = self.reading
+        if request is not None:
+            request.body_due = request.body_size + request.buffered + left
+
+    def request_withdrawn(self) -> None:
+        request = self.reading
+        if request is not None:
+            self.queue.remove(request)
+            self.reading = None
+            self._parsed -= 1
 
     # ConnectionOwner (for RequestConnection)
 
@@ -208,24 +243,19 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
     @property
     def stream(self) -> StreamView:
         assert self.transport is not None
-        return StreamView(self.transport, self.send)
+        return StreamView(
+            self.transport, self.send, self._set_stream_close_callback, self._client_gone
+        )
+
+    def _set_stream_close_callback(self, callback: Callable[[], None] | None) -> None:
+        self.stream_close_callback = callback
+
+    def _client_gone(self) -> bool:
+        return self._client_done
 
     def abort_response(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-
-    def detach(self, request: RequestConnection) -> Any:
-        assert self.transport is not None
-        request.detached = True
-        leftover = bytes(self._upgrade) if self._upgrade is not None else b"".join(request.body)
-        self._upgrade = None
-        self.queue.clear()
-        self.deadline = math.inf
-        self.state.connections.discard(self)
-        self.read_paused = False  # reading is the stream's business from here on
-        stream = TransportStream(self.transport, leftover)
-        request.release()
-        return stream
 
     def _response_done(self, request: RequestConnection) -> None:
         if request.detached or self.closed or not self.queue or self.queue[0] is not request:
@@ -235,20 +265,33 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
             self.transport.close()
             return
         self.queue.popleft().release()
-        if self._upgrade is not None:  # answered without taking the connection over
+        if self._upgrade is not None and not self.queue:
+            # The upgrade request (always the last one read) was answered without taking
+            # the connection over: what followed it is HTTP after all.
             leftover, self._upgrade = bytes(self._upgrade), None
             self.parser = RequestParser(self, self.state.limits.max_header_size)
             self._resume_reading()
             if leftover:
-                self.data_received(leftover)
+                self.data_received(leftover)  # the queue is empty: a request boundary
         if self.queue:
             asyncio.get_running_loop().call_soon(self._advance)
         elif self._error is not None:
             self._answer_error(self._error)
             return
+        elif self._client_done:
+            self.transport.close()
+            return
         else:
             self.deadline = time.monotonic() + self.state.limits.idle_timeout
-        if self.read_paused and len(self.queue) <= 1 and self._upgrade is None:
+            if self._received_size > 4096 and self.idle():  # kept for nothing: drop them
+                self._received, self._received_size = [], 0
+        reading = self.reading
+        if (
+            self.read_paused
+            and len(self.queue) <= 1
+            and self._upgrade is None
+            and (reading is None or reading.buffered <= READ_PAUSE_BYTES // 2)
+        ):
             self._resume_reading()
 
     # errors, closing, flow control
@@ -270,7 +313,8 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         else:
             gen_log.info("Malformed HTTP message from %s: %s", self.context, exc)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_STATUS_LINES.get(exc.status, _STATUS_LINES[400]))
+            line = _REFUSED if exc.announce_close else _STATUS_LINES.get(exc.status)
+            self.transport.write(line or _STATUS_LINES[400])
             self.transport.close()
 
     def _close(self) -> None:
@@ -286,18 +330,19 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
         self._close()
 
     def _keep_alive(self, start_line: httputil.RequestStartLine, headers: Any) -> bool:
+        """Whether the connection persists after this request (RFC 9112 section 9.3)."""
         if self.state.draining or self.state.no_keep_alive:
             return False
-        connection = headers["Connection"].lower() if "Connection" in headers else None
+        options = connection_options(headers["Connection"]) if "Connection" in headers else ()
+        if "close" in options:
+            return False
         if start_line.version == "HTTP/1.1":
-            return bool(connection != "close")
-        if (
-            "Content-Length" in headers
-            or "Transfer-Encoding" in headers
-            or start_line.method in ("HEAD", "GET")
-        ):
-            return bool(connection == "keep-alive")
-        return False
+            return True
+        if "Transfer-Encoding" in headers:
+            return False  # an HTTP/1.0 message's framing is faulty with it (RFC 9112 6.1)
+        return "keep-alive" in options and (
+            "Content-Length" in headers or start_line.method in ("HEAD", "GET")
+        )
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None and not self.closed:
@@ -306,6 +351,8 @@ class ClientConnection(RequestCycle, asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         if self.read_paused and self.transport is not None and not self.closed:
+            if self._client_done:
+                return  # nothing more to read
             self.read_paused = False
             self.transport.resume_reading()
 

@@ -1,18 +1,51 @@
 """What every client connection of one fast server shares: the application, the limits, the
-forwarded-header trust, the drain flag and the counters."""
+forwarded-header trust, the drain flag and the counters; and what the server, its drain and
+its timeout sweep use of a client connection (`ServedConnection`)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tornado.httputil import HTTPServerConnectionDelegate
 
 if TYPE_CHECKING:
     from ..httpserver import ProxyTrust
-    from .protocol import ClientConnection
+    from .connection import RequestConnection
+
+
+READ_PAUSE_BYTES = 1 << 20
+"""Body bytes of one request read and not yet handed to its handler at which reading from
+the client pauses; it resumes once the handler has taken all but half of them."""
+
+
+class ServedConnection(Protocol):
+    """A client connection (`protocol.ClientConnection`) as the server, its drain and its
+    timeout sweep see it."""
+
+    queue: deque[RequestConnection]
+    """Requests read and not yet answered, the one in progress first."""
+    deadline: float
+    """When the timeout sweep calls `timed_out` (idle or body timeout)."""
+
+    def idle(self) -> bool:
+        """Between requests, with no partial request read."""
+        ...
+
+    def timed_out(self) -> None:
+        """`deadline` has passed: close."""
+        ...
+
+    def half_close(self) -> None:
+        """Send FIN and keep reading: the client's close then ends the connection."""
+        ...
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent data."""
+        ...
 
 
 @dataclass
@@ -42,7 +75,7 @@ class ServerState:
     draining: bool = False
     """Set by the drain: every request read from now on is answered with Connection: close."""
     requests: int = 0
-    connections: set[ClientConnection] = field(default_factory=set)
+    connections: set[ServedConnection] = field(default_factory=set)
     _ready: asyncio.Future[None] | None = None
     is_delegate: bool = field(init=False)
     """`app` is an HTTPServerConnectionDelegate (else a plain `callback(request)`)."""

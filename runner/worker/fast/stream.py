@@ -2,10 +2,11 @@
 
 Tornado's WebSocket protocol (and any handler that calls `detach()`) takes the connection's
 IOStream and from then on uses only `read_bytes`, `write`, `close`, `closed`,
-`set_nodelay`, `set_close_callback`, `error` and `io_loop` (applications sometimes add
-`socket`). `TransportStream` gives those
-with IOStream's semantics over the transport the fast HTTP server already owns, so the
-upgrade keeps the socket (plain or TLS) and the bytes the HTTP parser read past the request.
+`set_nodelay`, `set_close_callback`, `error` and `io_loop`; other handlers add
+`read_until`, `read_until_regex`, `read_until_close`, `fileno` or `socket`.
+`TransportStream` gives those with IOStream's semantics over the transport the fast HTTP
+server already owns, so the upgrade keeps the socket (plain or TLS) and the bytes the
+client sent past the request.
 
 Semantics kept from IOStream:
 - a closed stream raises `StreamClosedError` on `write` and on a read the buffer cannot
@@ -13,7 +14,9 @@ Semantics kept from IOStream:
 - pending futures fail with `StreamClosedError(real_error=error)`; the close callback runs
   once, on the next loop iteration;
 - the peer's end of data closes the stream (IOStream has no half-open state);
-- a read larger than `max_buffer_size` closes the stream with `StreamBufferFullError`.
+- a read larger than `max_buffer_size` closes the stream with `StreamBufferFullError`;
+- a `read_until*` whose delimiter is not within `max_bytes` closes the stream with
+  `UnsatisfiableReadError`.
 
 Flow control: a write's future resolves once the data is handed to the transport and the
 transport is not paused (else when it resumes); reading from the transport pauses while more
@@ -25,13 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.iostream import StreamBufferFullError, StreamClosedError, UnsatisfiableReadError
 
 log = logging.getLogger("tornado.general")
 
@@ -61,8 +65,11 @@ class TransportStream(asyncio.Protocol):
         self._high_water = read_high_water
         self._buffer = bytearray(initial)
         self._read_future: asyncio.Future[bytes] | None = None
-        self._read_bytes = 0
+        self._read_bytes = 0  # what the pending read waits for: a size, with `partial`,
         self._read_partial = False
+        self._read_until: bytes | re.Pattern[bytes] | None = None  # or a delimiter,
+        self._read_max: int | None = None
+        self._read_to_close = False  # or the end of the stream
         self._write_futures: list[asyncio.Future[None]] = []
         # The transport tells a new protocol only when it resumes, so start from its state.
         self._write_paused = (
@@ -80,24 +87,28 @@ class TransportStream(asyncio.Protocol):
         """A future for the next `num_bytes` bytes (with `partial`, for 1 to `num_bytes`
         bytes as soon as any are buffered). Raises `StreamClosedError` at once if the stream
         is closed and the buffer cannot satisfy the read."""
-        if self.reading():
+        self._check_not_reading()
+        self._read_bytes, self._read_partial = num_bytes, partial
+        if num_bytes > self.max_buffer_size and len(self._buffer) < num_bytes:
             self._check_closed()
-            raise AssertionError("Already reading")
-        future: asyncio.Future[bytes] = self._loop.create_future()
-        data = self._take(num_bytes, partial)
-        if data is not None:
-            future.set_result(data)
-            self._regulate_reading()
-            return future
-        self._check_closed()
-        if num_bytes > self.max_buffer_size:
             self._overflow()
-            self._check_closed()
-        self._read_future = future
-        self._read_bytes = num_bytes
-        self._read_partial = partial
-        self._regulate_reading()
-        return future
+        return self._start_read()
+
+    def read_until(self, delimiter: bytes, max_bytes: int | None = None) -> asyncio.Future[bytes]:
+        """A future for the bytes up to and including `delimiter`. If it is not within
+        `max_bytes` bytes, the stream closes (and the future fails)."""
+        return self._read_to(delimiter, max_bytes)
+
+    def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> asyncio.Future[bytes]:
+        """A future for the bytes up to and including the first match of `regex`; as
+        `read_until` with `max_bytes`."""
+        return self._read_to(re.compile(regex), max_bytes)
+
+    def read_until_close(self) -> asyncio.Future[bytes]:
+        """A future for everything until the stream closes (at once if it is closed)."""
+        self._check_not_reading()
+        self._read_to_close = True
+        return self._start_read()
 
     def write(self, data: bytes | memoryview) -> asyncio.Future[None]:
         """Hand `data` to the transport. The future resolves when the transport is not
@@ -130,6 +141,10 @@ class TransportStream(asyncio.Protocol):
     def closed(self) -> bool:
         """True once the stream is closed, by either side."""
         return self._closed
+
+    def fileno(self) -> Any:
+        """The socket (IOStream's `fileno()` gives the socket object, not an int)."""
+        return self._transport.get_extra_info("socket")
 
     def reading(self) -> bool:
         """True while a read is pending."""
@@ -198,15 +213,55 @@ class TransportStream(asyncio.Protocol):
         if self._closed:
             raise StreamClosedError(real_error=self.error)
 
-    def _take(self, wanted: int, partial: bool) -> bytes | None:
-        """Consume `wanted` bytes (with `partial`, at least one) if buffered."""
+    def _check_not_reading(self) -> None:
+        if self.reading():
+            self._check_closed()
+            raise AssertionError("Already reading")
+        self._read_bytes, self._read_partial = 0, False
+        self._read_until, self._read_max, self._read_to_close = None, None, False
+
+    def _read_to(
+        self, delimiter: bytes | re.Pattern[bytes], max_bytes: int | None
+    ) -> asyncio.Future[bytes]:
+        self._check_not_reading()
+        self._read_until, self._read_max = delimiter, max_bytes
+        return self._start_read()
+
+    def _start_read(self) -> asyncio.Future[bytes]:
+        """Make the read just described the pending one and answer it if the buffer can.
+        Raises `StreamClosedError` if the stream is closed and the buffer cannot."""
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        self._read_future = future
+        closed = self._closed
+        self._try_finish_read()
+        if closed and not future.done():
+            self._read_future = None
+            raise StreamClosedError(real_error=self.error)
+        self._regulate_reading()
+        return future
+
+    def _wanted(self) -> int | None:
+        """How many buffered bytes the pending read takes, or None if it must wait.
+        Raises `UnsatisfiableReadError` past the read's `max_bytes`."""
         size = len(self._buffer)
-        if size < wanted and not (partial and size > 0):
-            return None
-        count = min(wanted, size)
-        data = bytes(self._buffer[:count])
-        del self._buffer[:count]
-        return data
+        if self._read_to_close:
+            return size if self._closed else None
+        delimiter = self._read_until
+        if delimiter is None:
+            if size < self._read_bytes and not (self._read_partial and size > 0):
+                return None
+            return min(self._read_bytes, size)
+        if isinstance(delimiter, bytes):
+            at = self._buffer.find(delimiter)
+            end = at + len(delimiter) if at >= 0 else None
+        else:
+            match = delimiter.search(self._buffer)
+            end = match.end() if match is not None else None
+        limit = self._read_max
+        if limit is not None and (end if end is not None else size) > limit:
+            pattern = delimiter if isinstance(delimiter, bytes) else delimiter.pattern
+            raise UnsatisfiableReadError(f"delimiter {pattern!r} not found within {limit} bytes")
+        return end
 
     def _try_finish_read(self) -> None:
         """Answer the pending read from the buffer if it can be."""
@@ -216,9 +271,19 @@ class TransportStream(asyncio.Protocol):
         if future.done():  # cancelled by its caller
             self._read_future = None
             return
-        data = self._take(self._read_bytes, self._read_partial)
-        if data is not None:
+        try:
+            count = self._wanted()
+        except UnsatisfiableReadError as exc:
             self._read_future = None
+            log.info("Unsatisfiable read, closing connection: %s", exc)
+            self.close(exc_info=exc)
+            future.set_exception(StreamClosedError(real_error=self.error))
+            future.exception()  # retrieved, as the close's other failures
+            return
+        if count is not None:
+            self._read_future = None
+            data = bytes(self._buffer[:count])
+            del self._buffer[:count]
             future.set_result(data)
 
     def _regulate_reading(self) -> None:

@@ -14,14 +14,20 @@ from tornado.iostream import StreamClosedError
 
 class StreamView:
     """`write()` (raw bytes, bypassing HTTP framing), `close()`, `closed()`,
-    `set_nodelay()` and `socket` (whose `getpeercert()` gives
-    `HTTPServerRequest.get_ssl_certificate` the client certificate on TLS)."""
+    `set_close_callback()`, `set_nodelay()`, `fileno()` and `socket` (whose `getpeercert()`
+    gives `HTTPServerRequest.get_ssl_certificate` the client certificate on TLS)."""
 
     def __init__(
-        self, transport: asyncio.Transport, send: Callable[[bytes], asyncio.Future[None]]
+        self,
+        transport: asyncio.Transport,
+        send: Callable[[bytes], asyncio.Future[None]],
+        on_close: Callable[[Callable[[], None] | None], None],
+        client_gone: Callable[[], bool],
     ) -> None:
         self._transport = transport
         self._send = send
+        self._on_close = on_close
+        self._client_gone = client_gone
 
     def write(self, data: bytes) -> asyncio.Future[None]:
         """Write raw bytes; the future waits while the transport's buffer is full."""
@@ -35,7 +41,17 @@ class StreamView:
         self._transport.close()
 
     def closed(self) -> bool:
-        return self._transport.is_closing()
+        """True once the connection closes or the client has ended its data (a half-close
+        looks like a close: the application is told so, as on Tornado)."""
+        return self._transport.is_closing() or self._client_gone()
+
+    def set_close_callback(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` (once, on the next loop iteration) when the connection closes."""
+        self._on_close(callback)
+
+    def fileno(self) -> Any:
+        """The socket, as IOStream's `fileno()` gives it."""
+        return self._transport.get_extra_info("socket")
 
     def set_nodelay(self, value: bool) -> None:
         sock = self._transport.get_extra_info("socket")
