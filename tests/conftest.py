@@ -22,6 +22,9 @@ import pytest
 from runner_support import Server, start_server
 
 GRACE_SECONDS = 3.0
+_DASK_TITLES = ("dask worker", "dask nanny")
+"""What distributed names its spawn children when setproctitle is installed: a module-scoped
+LocalCluster's nanny restarts a worker a test killed, and owns it across tests."""
 
 
 def _descendants() -> dict[int, psutil.Process]:
@@ -47,7 +50,10 @@ def _tracked(proc: psutil.Process, own_cmdline: list[str]) -> bool:
         return False
     text = " ".join(cmdline)
     return (
-        cmdline != own_cmdline and "multiprocessing" not in text and not _pool_of_forkserver(proc)
+        cmdline != own_cmdline
+        and "multiprocessing" not in text
+        and not text.startswith(_DASK_TITLES)
+        and not _pool_of_forkserver(proc)
     )
 
 
