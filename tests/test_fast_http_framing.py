@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import pytest
+import tornado
 import tornado.web
 import uvloop
 from fast_http_apps import Chunks, Hello, Sleep
@@ -288,7 +289,8 @@ def test_an_answer_given_before_the_body_was_read_says_connection_close(kind: st
             raw = await served.connect()
             raw.send(b"POST /refuses HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nxxxx")
             status, headers, body = await raw.response()
-            assert (status, body) == (b"HTTP/1.1 413 Request Entity Too Large", b"too big")
+            # The reason phrase is Python's: "Content Too Large" from 3.13 on.
+            assert (status[:13], body) == (b"HTTP/1.1 413 ", b"too big")
             assert ("connection" in headers) == (kind == "fast")
             assert await raw.closed()
 
@@ -612,6 +614,8 @@ def test_bytes_over_0x7f_in_the_target_are_served_as_sent(kind: str, target: byt
 @pytest.mark.parametrize("byte", [b"\x00", b"\x01", b"\x7f", b"\t"])
 def test_control_bytes_in_the_target_get_400(kind: str, byte: bytes) -> None:
     """RFC 9112 section 3.2: controls are no URI characters; both servers refuse them."""
+    if kind == "tornado" and tornado.version_info < (6, 5):
+        pytest.skip("Tornado's own server refuses controls in the target from 6.5 on")
 
     async def main() -> None:
         async with serving_kind(kind) as served:
