@@ -86,5 +86,8 @@ def test_reload_follows_reload_dir_include_and_exclude(
     log = server.wait_for_log(r"--reload: changed \S*page\.html; reloading workers")
     server.wait_for_log(r"Reload complete", timeout=30)
     assert "draft.html" not in log and "notes.txt" not in log
+    deadline = time.monotonic() + 10  # the last old worker may still be finishing its drain
+    while server.worker_pids() & before and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not server.worker_pids() & before
     assert server.stop() == 0
