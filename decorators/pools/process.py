@@ -121,11 +121,7 @@ class ProcessPool:
     ) -> T:
         if self._closed:
             raise RuntimeError(f"pool {self.spec.name!r} is shut down")
-        target = pickling.target_of(fn)
-        try:
-            encoded = wire.encode_call(target, args, kwargs)
-        except (TypeError, AttributeError, pickle.PicklingError) as error:
-            raise pickling.pickle_error(fn, error) from None
+        encoded = encode_call(fn, args, kwargs)
         request = encoded.frame(wire.CALL, pool=self.spec.name)
         try:
             self._admission.admit()
@@ -233,3 +229,14 @@ class ProcessPool:
             wire.spares.drop()
         else:
             await run_in_thread(engine.stop, f"close-pool-{self.spec.name}")
+
+
+def encode_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> wire.Encoded:
+    """`fn(*args, **kwargs)` as a call frame's payload; `TypeError` naming `fn` when its
+    arguments cannot be pickled."""
+    try:
+        return wire.encode_call(pickling.target_of(fn), args, kwargs)
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError) as error:
+        raise pickling.pickle_error(fn, error) from None

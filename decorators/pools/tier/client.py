@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import pickle
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from .. import pickling
 from ..admission import Admission
 from ..api import PoolSpec, PoolStats
 from ..offload import wire
+from ..process import encode_call
 from . import protocol
 from .outbox import Outbox
 
@@ -234,11 +234,7 @@ class TierPool:
     ) -> T:
         if self._closed:
             raise RuntimeError(f"pool {self.spec.name!r} is shut down")
-        target = pickling.target_of(fn)
-        try:
-            encoded = wire.encode_call(target, args, kwargs)
-        except (pickle.PicklingError, TypeError, AttributeError, ValueError) as error:
-            raise pickling.pickle_error(fn, error) from None
+        encoded = encode_call(fn, args, kwargs)
         label = f"{pickling.describe(fn)}()"
         limit = timeout if timeout is not None else self.spec.timeout
         counts = self._counts
