@@ -1,16 +1,20 @@
 """The process pools' transport: large arguments and results cross in shared memory (memfds,
-reused at most twice over and released with the pool), every bytes-like type comes back as
+reused at most twice over, closed a second after the last large call and released with the
+pool), an idle pool process sleeps, every bytes-like type comes back as
 the same type, remote errors keep their traceback, and a frame's fds never outlive it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from decorators_support import run
 from tornado_run.decorators import pools, unblock
@@ -19,6 +23,7 @@ from tornado_run.decorators.pools.offload import wire
 MiB = 1 << 20
 
 pools.configure("transport", kind="process", size=2, max_pending=64)
+pools.configure("transport-one", kind="process", size=1)
 
 
 @unblock(pool="transport")
@@ -44,6 +49,21 @@ def fail_deep(depth: int) -> None:
     if depth:
         fail_deep.__wrapped__(depth - 1)  # type: ignore[attr-defined]
     raise LookupError("the key was not there")
+
+
+@unblock(pool="transport-one")
+def size_in_one(value: bytes) -> int:
+    return len(value)
+
+
+@unblock(pool="transport-one")
+def echo_in_one(value: bytes) -> bytes:
+    return value
+
+
+@unblock(pool="transport-one")
+def memfds_and_pid_in_one() -> tuple[list[str], int]:
+    return open_memfds(), os.getpid()
 
 
 def open_memfds() -> list[str]:
@@ -91,6 +111,36 @@ def test_a_large_argument_travels_in_a_memfd_reused_at_most_twice_over_and_freed
         assert len(open_memfds()) <= 2 and memfd_mappings() == 0
     pools.shutdown(wait=True)  # the next call starts the pool afresh
     assert open_memfds() == [] and wire.spares.count() == 0
+
+
+def test_spare_memfds_are_closed_a_second_after_the_last_large_call_on_both_sides() -> None:
+    async def main() -> tuple[int, list[str], list[str], list[str]]:
+        await size_in_one(os.urandom(4 * MiB))  # the pool process keeps the argument's memfd
+        await echo_in_one(os.urandom(4 * MiB))  # one comes back with the result: kept here
+        in_child_after_call, _ = await memfds_and_pid_in_one()
+        held_after_call = wire.spares.count()
+        await asyncio.sleep(wire.spares.IDLE + 0.5)
+        in_child_later, _ = await memfds_and_pid_in_one()
+        return held_after_call, in_child_after_call, in_child_later, open_memfds()
+
+    held_after_call, in_child_after_call, in_child_later, here_later = run(main)
+    assert held_after_call == 1 and len(in_child_after_call) == 1  # kept for the next frame
+    assert in_child_later == [] and here_later == [] and wire.spares.count() == 0
+
+
+def test_an_idle_pool_process_sleeps_once_calls_stop() -> None:
+    async def main() -> int:
+        for _ in range(200):  # back to back: the pool process polls between calls
+            await memfds_and_pid_in_one()
+        _, pid = await memfds_and_pid_in_one()
+        return pid
+
+    process = psutil.Process(run(main))
+    time.sleep(0.1)
+    used = sum(process.cpu_times()[:2])
+    time.sleep(0.5)
+    assert process.status() == psutil.STATUS_SLEEPING
+    assert sum(process.cpu_times()[:2]) - used < 0.05  # it polls 0.2 ms at most, then sleeps
 
 
 def test_large_values_nested_in_containers_cross_intact() -> None:

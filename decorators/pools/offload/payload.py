@@ -5,13 +5,14 @@ Bodies are pickle protocol 5. Buffers pickle hands out of band (numpy arrays) an
 pickling, since pickle's fast path for bytes skips every hook) go into ONE memfd together with
 the pickle itself; the frame then carries `FLAG_MEMFD`, the memfd as its first fd and a small
 table as its body. The receiver reads each buffer straight into the object it becomes (one
-copy, no pipe), then holds the memfd alone and keeps it for its own next large frame (see
-`_Spares`). A memfd lives as long as an fd refers to it: a process that dies leaks nothing,
-and no name is left in /dev/shm.
+copy, no pipe), then holds the memfd alone and keeps it for its own next large frame, for a
+second at most (see `_Spares`). A memfd lives as long as an fd refers to it: a process that
+dies leaks nothing, and no name is left in /dev/shm.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copyreg
 import io
@@ -19,6 +20,7 @@ import os
 import pickle
 import struct
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -179,16 +181,25 @@ class _Spares:
     are already allocated, and allocating fresh shared pages costs more than the copy itself
     (measured here: 4-5x). A memfd so goes back and forth between a caller and a pool
     process; it is cut to each frame's exact size, so no byte of an earlier frame is left in
-    it. Bounded: `_SPARE_COUNT` fds of at most `_SPARE_BYTES` each; a forked child forgets
-    them (its parent may reuse them); `drop()` releases them (a pool's close does)."""
+    it. Bounded: `_SPARE_COUNT` fds of at most `_SPARE_BYTES` each, closed once no large
+    frame came or went for `IDLE` seconds (on an event loop by a timer; a pool process calls
+    `release_idle` itself); a forked child forgets them (its parent may reuse them);
+    `drop()` releases them at once (a pool's close does).
+    """
+
+    IDLE = 1.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._fds: list[tuple[int, int]] = []  # (fd, size)
+        self._used = 0.0  # time.monotonic() of the last take or keep
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def take(self, size: int) -> tuple[int, int]:
         """An fd to write `size` bytes into and its current size (0: a new memfd)."""
         with self._lock:
+            self._used = time.monotonic()
             if self._fds:
                 fitting = [spare for spare in self._fds if spare[1] >= size]
                 pick = min(fitting, key=_size) if fitting else max(self._fds, key=_size)
@@ -202,8 +213,10 @@ class _Spares:
         except OSError:
             size = _SPARE_BYTES + 1
         with self._lock:
+            self._used = time.monotonic()
             if size <= _SPARE_BYTES and len(self._fds) < _SPARE_COUNT:
                 self._fds.append((fd, size))
+                self._arm()
                 return
         os.close(fd)
 
@@ -211,16 +224,56 @@ class _Spares:
         """How many spare memfds this process holds."""
         return len(self._fds)
 
+    def idle_left(self) -> float | None:
+        """Seconds until the spares count as idle (0: now); None when none are held."""
+        if not self._fds:
+            return None
+        return max(0.0, self._used + self.IDLE - time.monotonic())
+
+    def release_idle(self) -> None:
+        """Close the spares if none was used for `IDLE` seconds."""
+        if self.idle_left() == 0.0:
+            self.drop()
+
+    def _arm(self) -> None:
+        """On an event loop, check for idleness `IDLE` seconds from now (one timer at a time,
+        on the loop of the latest frame: a timer on a loop that has closed never fires)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop in this thread: the owner calls `release_idle`
+        if self._timer is not None and self._timer_loop is loop:
+            return
+        if self._timer is not None:
+            with contextlib.suppress(RuntimeError):
+                self._timer.cancel()
+        self._timer_loop = loop
+        self._timer = loop.call_later(self.IDLE, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        left = self.idle_left()
+        if left == 0.0:
+            self.drop()
+        elif left is not None:
+            with self._lock:
+                self._arm()
+
     def drop(self) -> None:
         """Close every spare memfd."""
         with self._lock:
             fds, self._fds = self._fds, []
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                timer.cancel()
         for fd, _size in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
     def forget_after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._timer = None
         self.drop()
 
 

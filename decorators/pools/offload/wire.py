@@ -47,6 +47,7 @@ _ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 _RECV_FLAGS = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
 _CTRUNC = int(socket.MSG_CTRUNC)  # plain ints: enum flag arithmetic is slow per call
 _SOL_SOCKET = int(socket.SOL_SOCKET)
+_DONTWAIT = int(socket.MSG_DONTWAIT)
 _SCM_RIGHTS = int(socket.SCM_RIGHTS)
 
 
@@ -145,10 +146,12 @@ def send_frame(sock: socket.socket, frame: Frame) -> None:
         sock.sendall(b"".join(parts)[sent:])
 
 
-def receive(sock: socket.socket, reader: FrameReader) -> bool:
-    """One `recvmsg` into `reader`; False on EOF. Raises BlockingIOError when nothing is there."""
+def receive(sock: socket.socket, reader: FrameReader, *, wait: bool = True) -> bool:
+    """One `recvmsg` into `reader`; False on EOF. Raises BlockingIOError when nothing is there
+    (on a non-blocking socket, or with `wait=False` on any socket)."""
     scratch = reader.scratch
-    size, ancdata, msg_flags, _ = sock.recvmsg_into([scratch], _ANCILLARY, _RECV_FLAGS)
+    flags = _RECV_FLAGS if wait else _RECV_FLAGS | _DONTWAIT
+    size, ancdata, msg_flags, _ = sock.recvmsg_into([scratch], _ANCILLARY, flags)
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
