@@ -114,7 +114,9 @@ def _next(sock: socket.socket, reader: wire.FrameReader, spin: bool) -> bool:
                     break
                 os.sched_yield()
     while (idle := wire.spares.idle_left()) is not None:  # spare memfds: close them when idle
-        if select.select([sock], [], [], idle)[0]:
+        waiting = select.poll()
+        waiting.register(sock, select.POLLIN)
+        if waiting.poll(idle * 1000):
             break
         wire.spares.release_idle()
     return wire.receive(sock, reader)
