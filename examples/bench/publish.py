@@ -38,6 +38,8 @@ PROCESS_1, PROCESS_AUTO = (
 STDLIB = "stdlib ProcessPoolExecutor, 1 web process"
 CALM, FLOODED = "tornado-run --workers 2, no flood", "tornado-run --workers 2, 2000 idle"
 SHARED, REUSE = "tornado-run --workers 2 --no-reuse-port", "tornado-run --workers 2 --reuse-port"
+TIER_OFFLOADED, TIER_BLOCKING = "@unblock(pool='process')", "blocking handler"
+ONE_AT_A_TIME, IN_FLIGHT = "trivial call, one at a time", "trivial calls, 64 in flight"
 
 
 class Results:
@@ -63,11 +65,27 @@ class Results:
     def total(self, section: str, rows: tuple[str, ...], key: str) -> str:
         return f"{sum(self.value(section, row, key) for row in rows):,.0f}"
 
+    def spread(self, section: str, prefix: str, key: str) -> str:
+        """The lowest and highest figure of the rows whose name starts with `prefix`."""
+        found = [
+            float(row.values[key])  # type: ignore[arg-type]
+            for row in self.sections[section].rows
+            if row.name.startswith(prefix) and row.values.get(key) is not None
+        ]
+        if not found:
+            raise KeyError(f"{section} / {prefix}... / {key}")
+        return f"{min(found):.2f}-{max(found):.2f}x"
+
+    def share(self, ms: int, key: str) -> str:
+        """The tier's figure `key` for `ms` ms tasks, offloaded over blocking."""
+        offloaded, blocking = f"{ms} ms task, {TIER_OFFLOADED}", f"{ms} ms task, {TIER_BLOCKING}"
+        return f"{self.value('tier', offloaded, key) / self.value('tier', blocking, key):.2f}"
+
 
 FIGURES: dict[str, Callable[[Results], str]] = {
     "fast_hello": lambda r: r.ratio("http-hello", FAST, RAW, "req_per_cpu_s"),
     "fast_json": lambda r: r.ratio("http-json", FAST, RAW, "req_per_cpu_s"),
-    "fast_post": lambda r: r.ratio("http-post", FAST, RAW, "req_per_cpu_s"),
+    "fast_post": lambda r: r.ratio("http-echo", FAST, RAW, "req_per_cpu_s"),
     "tornado_hello": lambda r: r.ratio("http-hello", TORNADO, RAW, "req_per_cpu_s"),
     "gunicorn_hello": lambda r: r.ratio("http-hello", GUNICORN, RAW, "req_per_cpu_s"),
     "fast_cpu_s": lambda r: r.num("http-hello", FAST, "req_per_cpu_s"),
@@ -103,6 +121,18 @@ FIGURES: dict[str, Callable[[Results], str]] = {
     "flood_lines": lambda r: r.num("flood", FLOODED, "log_lines"),
     "spread_reuse": lambda r: r.num("spread", REUSE, "busiest_pct"),
     "spread_shared": lambda r: r.num("spread", SHARED, "busiest_pct"),
+    "transport_one": lambda r: r.num("transport", ONE_AT_A_TIME, "vs_stdlib", 2) + "x",
+    "transport_one_us": lambda r: r.num("transport", ONE_AT_A_TIME, "ours"),
+    "stdlib_one_us": lambda r: r.num("transport", ONE_AT_A_TIME, "stdlib"),
+    "transport_64": lambda r: r.num("transport", IN_FLIGHT, "vs_stdlib", 2) + "x",
+    "transport_1mib": lambda r: r.spread("transport", "1 MiB", "vs_stdlib"),
+    "transport_16mib": lambda r: r.spread("transport", "16 MiB", "vs_stdlib"),
+    "thread_dispatch": lambda r: r.spread("thread-dispatch", "thread:", "ratio"),
+    "tier_2": lambda r: r.share(2, "of_server_cpu"),
+    "tier_20": lambda r: r.share(20, "of_server_cpu"),
+    "tier_cores_2": lambda r: r.share(2, "useful"),
+    "tier_p99_2": lambda r: r.num("tier", f"2 ms task, {TIER_OFFLOADED}", "p99_ms"),
+    "blocking_p99_2": lambda r: r.num("tier", f"2 ms task, {TIER_BLOCKING}", "p99_ms"),
 }
 
 HEADLINE = """\
@@ -123,6 +153,13 @@ HEADLINE = """\
   {ws_abnormal} cut without a close frame (1006) and {ws_failed} failed HTTP requests.
 - **Spread**: the busiest of 2 workers holds {spread_reuse}% of 64 keep-alive connections with
   `--reuse-port` (the default), {spread_shared}% with one shared socket.
+- **Process pool transport** (2 processes, against `ProcessPoolExecutor` side by side): a
+  trivial call one at a time costs {transport_one} of its round trip, 64 in flight
+  {transport_64}, a 1 MiB echo {transport_1mib} and a 16 MiB echo {transport_16mib} (bytes,
+  bytearray, memoryview, numpy), through memfds, never a pipe.
+- **CPU tier**: of the CPU the server gets, a 20 ms task through `@unblock(pool="process")` is
+  {tier_20} as useful as the same work blocking the loop, a 2 ms task {tier_2}, with a p99 of
+  {tier_p99_2} ms against {blocking_p99_2} ms.
 """
 
 SUMMARY = """\
@@ -149,6 +186,13 @@ SUMMARY = """\
   {flood_cost}% of its req/s and {flood_lines} log lines.
 - **Spread**: with `--reuse-port` (the default) the busiest of 2 workers holds
   {spread_reuse}% of 64 keep-alive connections; with one shared socket {spread_shared}%.
+- **Transport**: a trivial call to a process pool takes {transport_one_us} µs one at a time
+  against {stdlib_one_us} µs for `ProcessPoolExecutor` ({transport_one}); 64 in flight
+  {transport_64}; echoes of 1 MiB {transport_1mib} and of 16 MiB {transport_16mib}. The thread
+  pool's dispatch costs {thread_dispatch} of `run_in_executor`'s.
+- **CPU tier**: per CPU-second the server spends, a 2 ms task through the tier does {tier_2}
+  of the useful work a blocking handler does ({tier_20} at 20 ms); in shares of the cores
+  {tier_cores_2}; its p99 is {tier_p99_2} ms against the blocking handler's {blocking_p99_2} ms.
 """
 
 
@@ -193,14 +237,18 @@ def stale(generated: dict[str, str]) -> list[str]:
 
 
 def publish(results_path: Path) -> None:
-    """Make `results_path` the published results: copy it, draw the charts, write the pages."""
+    """Make `results_path` the published results: copy it, draw the charts, write the pages.
+
+    Every figure is computed before anything is written, so a run that lacks one leaves the
+    published files as they were.
+    """
+    results = load(results_path)
+    generated = regions(results)
     if results_path.resolve() != PUBLISHED.resolve():
         shutil.copyfile(results_path, PUBLISHED)
-    results = load()
     note = report.write_chart(CHART, list(results.sections.values()))
     if note:
         raise SystemExit(note)
-    generated = regions(results)
     for path in (README, PAGE):
         path.write_text(render(path.read_text(), generated))
 

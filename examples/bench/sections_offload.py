@@ -159,10 +159,6 @@ def cpu_sections(settings: Settings, log: Log) -> list[Section]:
         interleaved(settings.rounds, variants, log),
         ratio_key="slow_req_s",
         baseline=CPU_VARIANTS[-1][0],
-        notes=[
-            "anchors measured on the seed machine: hand-rolled pool 0.92 of the limit, "
-            "/fast p99 5.2 ms; blocking 0.43 and 231 ms; thread pool 0.39 and 165 ms"
-        ],
     )
     overload = [
         variant(name, _measure_overload, _cpu_server(app, workers), limit, settings)

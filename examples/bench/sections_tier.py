@@ -67,7 +67,5 @@ def tier_section(settings: Settings, log: Log) -> Section:
             "useful share of the server's CPU = the same task CPU / CPU time of the server's "
             "whole process tree (master, workers, tier): what the server spends beside the "
             "work itself, unaffected by other load on the machine",
-            "issue 24's figures before the tier (per-worker pool slices, pebble): 2 ms 0.66 "
-            "vs blocking 0.85; 20 ms 0.90 vs 0.95",
         ],
     )

@@ -56,7 +56,7 @@ def transport_sections(settings: Settings, log: Log) -> list[Section]:
         notes=[
             "echo: the argument comes back as the result; ProcessPoolExecutor and pebble cannot "
             "pickle a memoryview, so their rows send bytes and wrap the result again",
-            "targets (issue 25): one at a time and 64 in flight <= 0.3x, 16 MiB echo <= 0.2x "
+            "targets: one at a time and 64 in flight <= 0.3x, 16 MiB echo <= 0.2x "
             "of ProcessPoolExecutor",
         ],
     )
