@@ -7,6 +7,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+from import_graph import find_cycle
+
 DECORATORS = Path(__file__).resolve().parent.parent / "decorators"
 PACKAGE = "tornado_run.decorators"
 
@@ -49,28 +51,6 @@ def _internal_graph() -> dict[str, set[str]]:
     return graph
 
 
-def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    done: set[str] = set()
-
-    def visit(node: str, trail: list[str]) -> list[str] | None:
-        if node in trail:
-            return [*trail[trail.index(node) :], node]
-        if node in done:
-            return None
-        for target in sorted(graph.get(node, ())):
-            found = visit(target, [*trail, node])
-            if found:
-                return found
-        done.add(node)
-        return None
-
-    for start in sorted(graph):
-        found = visit(start, [])
-        if found:
-            return found
-    return None
-
-
 def test_decorators_modules_import_each_other_without_cycles() -> None:
     graph = _internal_graph()
     assert f"{PACKAGE}.pools.registry" in graph[f"{PACKAGE}.shutdown"]
@@ -79,7 +59,7 @@ def test_decorators_modules_import_each_other_without_cycles() -> None:
     # out, as the modules need their package's __init__ to have run anyway.
     for module in graph:
         graph[module] = {t for t in graph[module] if not module.startswith(f"{t}.")}
-    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
 
 
 def test_decorators_import_no_runner_module_but_lifecycle() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from import_graph import find_cycle
+
 FAST = Path(__file__).resolve().parent.parent / "runner" / "worker" / "fast"
 
 
@@ -24,28 +26,6 @@ def _graph() -> dict[str, set[str]]:
     return graph
 
 
-def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    done: set[str] = set()
-
-    def visit(node: str, trail: list[str]) -> list[str] | None:
-        if node in trail:
-            return [*trail[trail.index(node) :], node]
-        if node in done:
-            return None
-        for target in sorted(graph.get(node, ())):
-            found = visit(target, [*trail, node])
-            if found:
-                return found
-        done.add(node)
-        return None
-
-    for start in sorted(graph):
-        found = visit(start, [])
-        if found:
-            return found
-    return None
-
-
 def test_the_graph_sees_the_imports_between_the_modules() -> None:
     graph = _graph()
     assert {"cycle", "state", "parsing", "connection"} <= graph["protocol"]
@@ -53,4 +33,4 @@ def test_the_graph_sees_the_imports_between_the_modules() -> None:
 
 
 def test_the_fast_server_modules_import_one_another_without_cycles() -> None:
-    assert _cycle(_graph()) is None
+    assert find_cycle(_graph()) is None
