@@ -57,6 +57,9 @@ def test_quick_hello_section_measures_every_row(tmp_path: Path) -> None:
         produced = row["values"].get("req_s") is not None and row["values"]["req_s"] > 0
         assert produced or row["note"], f"row {row['name']} has neither a figure nor a reason"
     tornado_run = rows[1]
+    if shutil.which("wrk") is None and shutil.which("ab") is None:  # the row says why, in one line
+        assert tornado_run["note"].startswith("no load tool found: install wrk")
+        return
     assert tornado_run["note"] == ""
     assert tornado_run["values"]["req_per_cpu_s"] > 0
     assert tornado_run["values"]["pss_mib"] > 0
