@@ -66,6 +66,14 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, step: floa
         time.sleep(step)
 
 
+def pid_exited(pid: int) -> bool:
+    """True once `pid` has exited, whether or not its parent has reaped it yet."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def is_tier(proc: psutil.Process) -> bool:
     """True for the CPU tier's broker (named by setproctitle)."""
     try:

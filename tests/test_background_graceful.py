@@ -12,9 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 from decorators_support import free_port
+from runner_support import pid_exited
 
 APP = """
 import asyncio, os
@@ -95,4 +95,4 @@ def test_term_waits_for_a_background_job_then_closes_the_pools(tmp_path: Path) -
             process.wait(10)
     assert code == 0, log.read_text()
     assert out.read_text() == "job done", log.read_text()
-    assert not psutil.pid_exists(pool_pid) or psutil.Process(pool_pid).status() == "zombie"
+    assert pid_exited(pool_pid)

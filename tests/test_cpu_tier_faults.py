@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from runner_support import Server
+from runner_support import Server, pid_exited
 from tier_support import (
     TIER_APPS,
     Background,
@@ -91,7 +91,7 @@ def test_a_timeout_answers_504_before_the_call_ends_and_kills_its_process(
     (code, body), *_ = requests.join(15).values()
     assert code == 504, body
     assert time.monotonic() - started < 15  # answered at the deadline, not after 20 s
-    until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", "kill")
+    until(lambda: pid_exited(pid), "kill")
     assert pid not in wait_for_pool_size(server, 2, "quick")
 
 
@@ -105,7 +105,7 @@ def test_a_client_that_hangs_up_has_its_running_call_killed_with_cancel_running(
     client.sendall(f"GET /nap?pool=polite&s=30&mark={mark} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     pid = read_mark(mark)
     client.close()
-    until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", "kill")
+    until(lambda: pid_exited(pid), "kill")
     assert pid not in wait_for_pool_size(server, 1, "polite")
 
 

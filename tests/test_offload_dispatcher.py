@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
+from runner_support import pid_exited
 from tornado_run.decorators import WorkerCrashed
 from tornado_run.decorators.pools.offload import child, wire
 from tornado_run.decorators.pools.offload.dispatcher import Call, Dispatcher, StartFailure
@@ -38,7 +39,7 @@ def zygote() -> Iterator[Zygote]:
     started = Zygote.start("forkserver")
     yield started
     started.close()
-    assert not psutil.pid_exists(started.pid) or psutil.Process(started.pid).status() == "zombie"
+    assert pid_exited(started.pid)
 
 
 def submit(dispatcher: Dispatcher, fn: Callable[..., Any], *args: Any, timeout: float = 0) -> Call:

@@ -11,9 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import pytest
-from runner_support import Response, Server, wait_until
+from runner_support import Response, Server, pid_exited, wait_until
 
 
 def _in_background(call: Callable[[], Response]) -> tuple[threading.Thread, list[object]]:
@@ -31,14 +30,7 @@ def _in_background(call: Callable[[], Response]) -> tuple[threading.Thread, list
 
 
 def _gone(pids: set[int]) -> bool:
-    return not any(psutil.pid_exists(pid) and _alive(pid) for pid in pids)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return all(pid_exited(pid) for pid in pids)
 
 
 def test_term_drains_in_flight_request_then_exits_0(
