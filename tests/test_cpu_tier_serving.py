@@ -72,8 +72,9 @@ def test_backpressure_is_host_wide(server: Server) -> None:
 @pytest.mark.timeout(60)
 def test_overloaded_answer_carries_retry_after(server: Server) -> None:
     requests = Background(server)
-    for _ in range(2):
-        requests.start("/nap?pool=narrow&s=4")
+    requests.start("/nap?pool=narrow&s=4")  # holds the pool's one process ...
+    until(lambda: (status_pool(server) or {}).get("busy") == 1, "a call to run")
+    requests.start("/nap?pool=narrow&s=0")  # ... so this one waits in the queue
     until(lambda: (status_pool(server) or {}).get("queued") == 1, "a call to queue")
     reply = server.get("/nap?pool=narrow&s=0")
     assert reply.status == 503
@@ -93,8 +94,9 @@ def test_status_and_metrics_show_the_tier_once_with_busy_and_queued(
     server: Server, tmp_path: Path
 ) -> None:
     requests = Background(server)
-    for _ in range(2):
-        requests.start("/nap?pool=narrow&s=6")
+    requests.start("/nap?pool=narrow&s=6")  # holds the pool's one process ...
+    until(lambda: (status_pool(server) or {}).get("busy") == 1, "a call to run")
+    requests.start("/nap?pool=narrow&s=0")  # ... so this one waits in the queue
     until(lambda: (status_pool(server) or {}).get("queued") == 1, "the tier's figures")
     snapshot = status(tmp_path / "ctl")
     assert snapshot["tier"]["pid"] == server.tier()[0].pid

@@ -20,9 +20,8 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .. import lifecycle
 from ..control.channel import EventReader
@@ -51,21 +50,24 @@ class _Generation:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-class CpuTier:
-    """Starts, respawns, reloads and stops the tier's brokers; `fatal(code)` stops the
-    master (a pool initializer that raises, a crash loop)."""
+class TierHost(Protocol):
+    """What the tier asks of the master."""
 
-    def __init__(
-        self,
-        graceful_timeout: float,
-        prepare_child: Callable[[], None],
-        fatal: Callable[[int], None],
-        master_stopping: Callable[[], bool],
-    ) -> None:
+    @property
+    def stopping(self) -> str | None: ...
+    def prepare_tier_child(self) -> None:
+        """In a freshly forked broker: let go of what only the master owns."""
+
+    def begin_stop(self, graceful: bool, code: int) -> None:
+        """Stop the master: the tier cannot serve (a pool initializer raises, a crash loop)."""
+
+
+class CpuTier:
+    """Starts, respawns, reloads and stops the tier's brokers for `master`."""
+
+    def __init__(self, graceful_timeout: float, master: TierHost) -> None:
         self.graceful_timeout = graceful_timeout
-        self.prepare_child = prepare_child
-        self.fatal = fatal
-        self.master_stopping = master_stopping
+        self.master = master
         self.crashes = CrashLoop()
         self.restarts = 0
         self.current: _Generation | None = None
@@ -130,12 +132,12 @@ class CpuTier:
             gen.events.close()
         gen.handle, gen.events = None, None
         cause = describe_exit(status)
-        if gen is not self.current or self._stopping or self.master_stopping():
+        if gen is not self.current or self._stopping or self.master.stopping:
             log.info("cpu tier generation %d stopped (%s)", gen.number, cause)
             self._forget(gen)
         elif os.waitstatus_to_exitcode(status) == EXIT_APP_LOAD:
             log.error("cpu tier (pid %d) could not start its pools; stopping (exit 3)", pid)
-            self.fatal(EXIT_APP_LOAD)
+            self._fatal(EXIT_APP_LOAD)
         else:
             self._respawn(gen, pid, cause)
         return True
@@ -198,6 +200,9 @@ class CpuTier:
 
     # ---- inside ---------------------------------------------------------------------
 
+    def _fatal(self, code: int) -> None:
+        self.master.begin_stop(graceful=False, code=code)
+
     def _all(self) -> list[_Generation]:
         return [*self.old, *([self.current] if self.current is not None else [])]
 
@@ -208,7 +213,7 @@ class CpuTier:
             for fd in others:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            self.prepare_child()
+            self.master.prepare_tier_child()
 
         gen.started = True
         gen.handle = lifecycle.start_cpu_tier(
@@ -237,7 +242,7 @@ class CpuTier:
                 self.crashes.fast_deaths,
                 CRASH_WINDOW,
             )
-            self.fatal(EXIT_APP_LOAD)
+            self._fatal(EXIT_APP_LOAD)
             return
         log.warning("the cpu tier (pid %d) %s; starting a new one", pid, cause)
         gen.stats = {}
@@ -252,5 +257,5 @@ class CpuTier:
         elif kind == "failed":
             sys.stderr.write(format_error(str(event.get("message", "the cpu tier failed"))))
             sys.stderr.flush()
-            if gen is self.current and not (self._stopping or self.master_stopping()):
-                self.fatal(int(event.get("code", EXIT_APP_LOAD)))
+            if gen is self.current and not (self._stopping or self.master.stopping):
+                self._fatal(int(event.get("code", EXIT_APP_LOAD)))

@@ -78,12 +78,7 @@ class Master:
         self.notifier = SystemdNotifier(self)  # takes NOTIFY_SOCKET out of the workers' env
         self.rolling = RollingReplacement(self, self.supervision, self.notifier)
         self.exits = ExitHandling(self, self.rolling)
-        self.tier = CpuTier(
-            settings.graceful_timeout,
-            lambda: prepare_tier_child(self),
-            lambda code: self.begin_stop(graceful=False, code=code),
-            lambda: self.stopping is not None,
-        )
+        self.tier = CpuTier(settings.graceful_timeout, self)
         self.services = ControlServices(
             settings, self.worker_views, self.exits.restarts, __version__, self.tier.snapshot
         )
@@ -183,6 +178,10 @@ class Master:
             worker.kill_at, worker.kill_reason = now + DUMP_GRACE, "timeout"
         elif not worker.retiring:
             self.rolling.recycle(worker, verdict.reason)
+
+    def prepare_tier_child(self) -> None:
+        """In a freshly forked broker: let go of what only the master owns."""
+        prepare_tier_child(self)
 
     def _kill_pending(self) -> bool:
         return any(w.kill_at is not None for w in self.workers.values())
