@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 import tornado.web
+from runner_support import pid_exited
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
@@ -74,10 +75,7 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
 
 def process_alive(pid: int) -> bool:
     """True while `pid` runs (a zombie waiting to be reaped counts as gone)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return not pid_exited(pid)
 
 
 async def read_pid(path: Path, timeout: float = 20.0) -> int:

@@ -20,10 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from examples_support import example_module
-from runner_support import APPS, Response, Server, start_server
+from runner_support import APPS, Response, Server, pid_exited, start_server
 
 pytest.importorskip("distributed")
 netns = example_module("bench.netns")
@@ -47,8 +46,7 @@ def cluster(tmp_path: Path) -> Iterator[Any]:
     with dask_hosts.host_cluster(2, pythonpath=[APPS], log_dir=tmp_path) as cluster:
         yield cluster
     assert netns.leftovers(cluster.net) == []
-    alive = [proc.pid for proc in cluster.processes() if psutil.pid_exists(proc.pid)]
-    assert all(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE for pid in alive)
+    assert all(pid_exited(proc.pid) for proc in cluster.processes())
 
 
 @pytest.fixture

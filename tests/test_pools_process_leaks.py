@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
+from decorators_support import process_alive
 from tornado_run.decorators import TaskTimeout, WorkerCrashed, pools, unblock
 from tornado_run.decorators.pools.offload import wire
 
@@ -71,13 +72,6 @@ def memfds() -> int:
             count += os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:")
     maps = Path("/proc/self/maps").read_text().splitlines()
     return count + sum("memfd:" in line for line in maps)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 async def batch(seen: set[int], pid_file: Path) -> Counter[str]:
@@ -147,9 +141,9 @@ def test_ten_thousand_calls_with_faults_leave_no_fd_memfd_or_process_behind(
     assert (stats["size"], stats["busy"], stats["queued"]) == (2, 0, 0)
     pools.shutdown()
     deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in seen) and time.monotonic() < deadline:
+    while any(process_alive(pid) for pid in seen) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in seen if alive(pid)], "pool processes or zygote left behind"
+    assert not [pid for pid in seen if process_alive(pid)], "pool processes or zygote left behind"
     assert psutil.Process().num_fds() == fds_before
     assert memfds() == memfds_before == 0
     assert time.monotonic() - started < 60
