@@ -19,7 +19,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 from typing import Any
 
@@ -31,19 +30,17 @@ from ..settings.options import Settings
 from ..sockets.binding import close_all, describe, remove_unix_files
 from ..sockets.listener_sets import ListenerSets
 from ..worker import tls
-from ..worker.process import WorkerContext
-from ..worker.setup import run_forked_worker
 from ..worker.watchdog import STACK_DUMP_SIGNAL
 from . import pidfile
 from .cputier import CpuTier
 from .crashes import kill_and_reap
 from .exits import ExitHandling
-from .forking import prepare_tier_child, release_in_child
+from .forking import fork_worker, prepare_tier_child
 from .notify import SystemdNotifier
 from .records import WorkerRecord
 from .replacement import RollingReplacement
 from .services import ControlServices
-from .signals import SIGNALS, SignalQueue
+from .signals import SignalQueue
 from .supervision import Supervision, Verdict, WorkerView
 
 log = logging.getLogger("tornado_run.master")
@@ -248,27 +245,9 @@ class Master:
         if slot is None:
             log.warning("cannot start another worker: all %d slots are in use", self.board.capacity)
             return None
-        read_fd, write_fd = os.pipe()
         worker_id = self.next_worker_id
         self.next_worker_id += 1
-        ctx = WorkerContext(
-            settings=self.settings,
-            sockets=self.listeners.assign(self, worker_id, self.sockets),
-            worker_id=worker_id,
-            worker_count=self.num_workers,
-            tier_address=self.tier.address,
-            master_pid=os.getpid(),
-            board=self.board,
-            slot=slot,
-            events_fd=write_fd,
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            inherited = [read_fd, *release_in_child(self, ctx.sockets)]
-            run_forked_worker(ctx, inherited, SIGNALS)
-        os.close(write_fd)
+        pid, read_fd = fork_worker(self, worker_id, slot)
         self.supervision.worker_started(pid)
         record = WorkerRecord(
             pid, worker_id, slot, self.rolling.generation, time.monotonic(), EventReader(read_fd)
