@@ -30,6 +30,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import Overloaded, TaskTimeout, WorkerCrashed
+from . import dask_clients as clients
 from .admission import Admission
 from .api import PoolSpec, PoolStats
 from .dask_options import DaskOptions, check_spec
@@ -205,7 +206,7 @@ class DaskPool:
         if self._pid != os.getpid() or self._loop is not loop:
             old, old_loop = self._client, self._loop
             if old is not None and (self._pid != os.getpid() or not _alive(old_loop)):
-                _abandon(old)
+                clients.abandon(old)
             self._pid, self._loop = os.getpid(), loop
             self._client, self._connecting, self._slots, self._watch = None, None, None, None
             self._futures.clear()
@@ -216,7 +217,7 @@ class DaskPool:
 
         old, self._client = self._client, None
         if old is not None:  # in the background: closing a lost client can take a while
-            self._in_background(_close_quietly(old, self.connect_timeout), self._closing)
+            self._in_background(clients.close_quietly(old, self.connect_timeout), self._closing)
         client = Client(  # type: ignore[no-untyped-call]
             self.address,
             asynchronous=True,
@@ -227,7 +228,7 @@ class DaskPool:
         try:
             await asyncio.wait_for(client, timeout=self.connect_timeout)
         except BaseException as exc:
-            self._in_background(_close_quietly(client, self.connect_timeout), self._closing)
+            self._in_background(clients.close_quietly(client, self.connect_timeout), self._closing)
             if isinstance(exc, OSError | TimeoutError):
                 raise self._unreachable(f"after {self.connect_timeout:g} s") from exc
             if isinstance(exc, Exception):  # e.g. a scheme whose transport is not installed
@@ -288,7 +289,9 @@ class DaskPool:
         if client is None or client.status != "running":
             return
         self._in_background(
-            _cancel_quietly(client, [future], self.connect_timeout, "tornado-run: caller gone"),
+            clients.cancel_quietly(
+                client, [future], self.connect_timeout, "tornado-run: caller gone"
+            ),
             self._cancelling,
         )
 
@@ -330,8 +333,10 @@ class DaskPool:
             return
         left = max(0.1, deadline - loop.time())
         if self._futures:
-            await _cancel_quietly(client, list(self._futures), left, "tornado-run: pool closed")
-        await _close_quietly(client, left)
+            await clients.cancel_quietly(
+                client, list(self._futures), left, "tornado-run: pool closed"
+            )
+        await clients.close_quietly(client, left)
 
     def close(self, wait: bool = True, timeout: float | None = None) -> None:
         """Close from outside the pool's event loop (`pools.shutdown()`, a redeclared pool):
@@ -342,7 +347,7 @@ class DaskPool:
         if self._client is None or loop is None or self._pid != os.getpid():
             return
         if not _alive(loop):
-            _abandon(self._client)
+            clients.abandon(self._client)
             self._client = None
             return
         limit = DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout
@@ -358,17 +363,6 @@ def _alive(loop: asyncio.AbstractEventLoop | None) -> bool:
     return loop is not None and not loop.is_closed() and loop.is_running()
 
 
-def _abandon(client: Client) -> None:
-    """Let go of a client whose event loop is gone (or of a parent's, after fork): nothing can
-    await its close any more, so drop its scheduler connection now and mark it closed, which
-    keeps its finalizer from trying to close it on a dead loop."""
-    comm = getattr(client.scheduler_comm, "comm", None)
-    with contextlib.suppress(Exception):
-        if comm is not None:
-            comm.abort()
-    client.status = "closed"
-
-
 def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
@@ -379,23 +373,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-async def _cancel_quietly(
-    client: Client, futures: list[Future[Any]], timeout: float, reason: str
-) -> None:
-    try:
-        cancelling = client.cancel(futures, reason=reason)  # type: ignore[no-untyped-call]
-        await asyncio.wait_for(cancelling, timeout)
-    except Exception as exc:  # the scheduler may be gone; nothing left to cancel then
-        log.debug("cancelling dask futures failed: %r", exc)
-
-
-async def _close_quietly(client: Client, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(client.close(timeout=timeout), timeout + 1)  # type: ignore[no-untyped-call]
-    except Exception as exc:
-        log.warning("closing the dask client failed: %r", exc)
 
 
 def _first_line(exc: BaseException) -> str:
