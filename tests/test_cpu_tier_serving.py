@@ -71,15 +71,21 @@ def test_backpressure_is_host_wide(server: Server) -> None:
 
 @pytest.mark.timeout(60)
 def test_overloaded_answer_carries_retry_after(server: Server) -> None:
-    requests = Background(server)
-    requests.start("/nap?pool=narrow&s=4")  # holds the pool's one process ...
-    until(lambda: (status_pool(server) or {}).get("busy") == 1, "a call to run")
-    requests.start("/nap?pool=narrow&s=0")  # ... so this one waits in the queue
-    until(lambda: (status_pool(server) or {}).get("queued") == 1, "a call to queue")
+    requests = one_running_one_queued(server, 4)
     reply = server.get("/nap?pool=narrow&s=0")
     assert reply.status == 503
     assert int(reply.headers["Retry-After"]) >= 1
     requests.join()
+
+
+def one_running_one_queued(server: Server, seconds: float) -> Background:
+    """A `seconds` nap holding the narrow pool's one process, and a short call queued behind it."""
+    requests = Background(server)
+    requests.start(f"/nap?pool=narrow&s={seconds:g}")
+    until(lambda: (status_pool(server) or {}).get("busy") == 1, "a call to run")
+    requests.start("/nap?pool=narrow&s=0")
+    until(lambda: (status_pool(server) or {}).get("queued") == 1, "a call to queue")
+    return requests
 
 
 def status_pool(server: Server, name: str = "narrow") -> dict[str, int] | None:
@@ -93,11 +99,7 @@ def status_pool(server: Server, name: str = "narrow") -> dict[str, int] | None:
 def test_status_and_metrics_show_the_tier_once_with_busy_and_queued(
     server: Server, tmp_path: Path
 ) -> None:
-    requests = Background(server)
-    requests.start("/nap?pool=narrow&s=6")  # holds the pool's one process ...
-    until(lambda: (status_pool(server) or {}).get("busy") == 1, "a call to run")
-    requests.start("/nap?pool=narrow&s=0")  # ... so this one waits in the queue
-    until(lambda: (status_pool(server) or {}).get("queued") == 1, "the tier's figures")
+    requests = one_running_one_queued(server, 6)
     snapshot = status(tmp_path / "ctl")
     assert snapshot["tier"]["pid"] == server.tier()[0].pid
     assert snapshot["tier"]["pools"]["narrow"]["busy"] == 1
